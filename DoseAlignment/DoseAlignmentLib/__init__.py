@@ -1,0 +1,1 @@
+"""DoseAlignment library: core (pure Python) and MRML logic."""

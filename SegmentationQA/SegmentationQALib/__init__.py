@@ -1,0 +1,1 @@
+"""SegmentationQA library: core (pure Python) and MRML logic."""

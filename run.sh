@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# DicomFidelity developer entry point. Sets up .venv on first use, then:
+#   ./run.sh demo [--data DIR] [--output DIR]   run the main job on the shipped real data, write outputs and a report
+#   ./run.sh test [PYTEST ARGS]                 run the whole test suite (core without Slicer, MRML logic under slicer-core)
+#   ./run.sh test-slicer-pins [PYTEST ARGS]      the same against the pydicom/highdicom that Slicer 5.12 bundles
+#   ./run.sh bench [ARGS]                       run the benchmarks in Testing/Benchmarks
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+
+make_peer_venv() {  # peers that pin old numpy/pydicom get their own environment
+  local venv=.venv-peers stamp=.venv-peers/.dicomfidelity-installed
+  local wanted; wanted=$(sha1sum Testing/requirements-peers.txt | cut -c1-12)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then return; fi
+  echo "[setup] creating $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q -r Testing/requirements-peers.txt 2>&1 | grep -v "^WARNING: Location" || true
+  "$venv/bin/python" -c "import pydicom_seg, rt_utils"
+  echo "$wanted" > "$stamp"
+}
+
+system_packages() {
+  # plastimatch is a peer our dose tests and benchmarks compare against (Debian package).
+  if ! command -v plastimatch >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] apt-get install plastimatch" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq plastimatch >/dev/null) \
+      || echo "[setup] warning: could not install plastimatch" >&2
+  fi
+}
+
+make_venv() {  # make_venv DIR [extra pip args...]
+  local venv=$1; shift
+  local stamp="$venv/.dicomfidelity-installed"
+  local wanted
+  wanted=$(cat pyproject.toml | sha1sum | cut -c1-12)"$*"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then return; fi
+  echo "[setup] creating $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "$venv/bin/python" -m pip install -q -e ".[mrml,test]" "$@" 2>&1 | grep -v "^WARNING: Location" || true
+  "$venv/bin/python" -c "import highdicom, pydicom, slicer, SimpleITK"
+  echo "$wanted" > "$stamp"
+}
+
+cmd=${1:-help}; shift || true
+case "$cmd" in
+  demo)
+    make_venv .venv
+    exec .venv/bin/python -m SegmentationQALib.demo "$@"
+    ;;
+  test)
+    system_packages
+    make_venv .venv
+    make_peer_venv
+    .venv/bin/ruff check .
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  test-slicer-pins)
+    make_venv .venv-slicer-pins "pydicom==3.0.2" "highdicom==0.27.*"
+    .venv-slicer-pins/bin/python -c "import pydicom, highdicom; print('pydicom', pydicom.__version__, 'highdicom', highdicom.__version__)"
+    exec .venv-slicer-pins/bin/python -m pytest "$@"
+    ;;
+  bench)
+    system_packages
+    make_venv .venv
+    make_peer_venv
+    exec .venv/bin/python Testing/Benchmarks/run_all.py "$@"
+    ;;
+  *)
+    sed -n '2,7p' "$0"; exit 2 ;;
+esac
