@@ -1,0 +1,195 @@
+"""In-memory segmentation model: Slicer's shared-labelmap layout, without Slicer.
+
+Slicer stores a segmentation as a few *layers* (label volumes); each segment is one label value in one layer, and
+segments overlap only across layers. Keeping that layout (instead of one boolean mask per segment) is what makes
+1000-segment segmentations cheap: a LABELMAP SEG is one layer, a BINARY SEG is built per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import GeometryError
+from .geometry import VolumeGeometry
+
+
+@dataclass(frozen=True)
+class CodedTerm:
+    """A DICOM coded concept (CodeValue, CodingSchemeDesignator, CodeMeaning)."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "scheme": self.scheme, "meaning": self.meaning}
+
+    def to_slicer(self) -> str:
+        """Slicer's terminology string form: 'scheme^value^meaning'."""
+        return f"{self.scheme}^{self.value}^{self.meaning}"
+
+    @classmethod
+    def from_slicer(cls, text: str | None) -> CodedTerm | None:
+        if not text:
+            return None
+        parts = text.split("^")
+        if len(parts) < 3 or not parts[0] or not parts[1]:
+            return None
+        return cls(value=parts[1], scheme=parts[0], meaning="^".join(parts[2:]))
+
+
+@dataclass(frozen=True)
+class SegmentTerminology:
+    """Segment category/type (required by DICOM SEG) and optional modifier and anatomic region."""
+
+    category: CodedTerm
+    type: CodedTerm
+    type_modifier: CodedTerm | None = None
+    anatomic_region: CodedTerm | None = None
+    anatomic_region_modifier: CodedTerm | None = None
+
+    def to_json(self) -> dict:
+        return {k: (v.to_json() if v is not None else None) for k, v in self.__dict__.items()}
+
+    def to_slicer(self, context: str = "Segmentation category and type - DICOM master list") -> str:
+        """Slicer's tag value (vtkSegment 'TerminologyEntry'):
+        context~category~type~typeModifier~regionContext~region~regionModifier."""
+
+        def term(value: CodedTerm | None) -> str:
+            return value.to_slicer() if value is not None else "^^"
+
+        region_context = "Anatomic codes - DICOM master list" if self.anatomic_region is not None else ""
+        return "~".join([context, term(self.category), term(self.type), term(self.type_modifier), region_context,
+                         term(self.anatomic_region), term(self.anatomic_region_modifier)])
+
+    @classmethod
+    def from_slicer(cls, text: str | None) -> SegmentTerminology | None:
+        if not text:
+            return None
+        parts = text.split("~")
+        if len(parts) < 3:
+            return None
+        parts += [""] * (7 - len(parts))
+        category, type_ = CodedTerm.from_slicer(parts[1]), CodedTerm.from_slicer(parts[2])
+        if category is None or type_ is None:
+            return None
+        return cls(category, type_, CodedTerm.from_slicer(parts[3]), CodedTerm.from_slicer(parts[5]),
+                   CodedTerm.from_slicer(parts[6]))
+
+
+@dataclass
+class Segment:
+    """One segment: where it lives (layer, label value) and how it is described."""
+
+    name: str
+    layer: int
+    label_value: int
+    color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # RGB in 0..1
+    terminology: SegmentTerminology | None = None
+    segment_id: str = ""
+    algorithm_type: str = "MANUAL"  # MANUAL, SEMIAUTOMATIC or AUTOMATIC
+    algorithm_name: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "segment_id": self.segment_id,
+            "layer": self.layer,
+            "label_value": self.label_value,
+            "color": [round(float(c), 4) for c in self.color],
+            "terminology": self.terminology.to_json() if self.terminology else None,
+            "algorithm_type": self.algorithm_type,
+            "algorithm_name": self.algorithm_name,
+        }
+
+
+@dataclass
+class LayeredSegmentation:
+    """Segments on one grid, stored as label layers (arrays indexed [slice, row, column])."""
+
+    geometry: VolumeGeometry
+    layers: list[np.ndarray] = field(repr=False)
+    segments: list[Segment]
+
+    def __post_init__(self):
+        for index, layer in enumerate(self.layers):
+            if tuple(layer.shape) != tuple(self.geometry.shape):
+                raise GeometryError(f"layer {index} has shape {layer.shape}, geometry is {self.geometry.shape}")
+        for segment in self.segments:
+            if not 0 <= segment.layer < len(self.layers):
+                raise GeometryError(f"segment {segment.name!r} refers to missing layer {segment.layer}")
+
+    def mask(self, index: int) -> np.ndarray:
+        segment = self.segments[index]
+        return self.layers[segment.layer] == segment.label_value
+
+    def voxel_counts(self) -> list[int]:
+        """Voxels per segment, one bincount per layer (not one pass per segment)."""
+        counts_per_layer = []
+        for layer in self.layers:
+            flat = layer.ravel()
+            if flat.dtype.kind not in "ui":
+                flat = flat.astype(np.int64)
+            counts_per_layer.append(np.bincount(flat, minlength=1) if flat.size else np.zeros(1, np.int64))
+        result = []
+        for segment in self.segments:
+            counts = counts_per_layer[segment.layer]
+            result.append(int(counts[segment.label_value]) if 0 < segment.label_value < counts.size else 0)
+        return result
+
+    def has_overlap(self) -> bool:
+        """True when at least one voxel belongs to two segments (only possible across layers)."""
+        if len(self.layers) < 2:
+            return False
+        covered = np.zeros(self.geometry.shape, dtype=np.uint8)
+        for layer_index, layer in enumerate(self.layers):
+            used = {s.label_value for s in self.segments if s.layer == layer_index}
+            if not used:
+                continue
+            member = np.isin(layer, sorted(used)) if len(used) < 0.5 * max(1, int(layer.max())) else layer > 0
+            covered += member.astype(np.uint8)
+            if covered.max() > 1:
+                return True
+        return False
+
+    def as_single_labelmap(self, dtype=None) -> tuple[np.ndarray, list[int]]:
+        """One label volume with values 1..N in segment order (requires no overlap); returns it and the values."""
+        count = len(self.segments)
+        dtype = dtype or (np.uint8 if count < 256 else np.uint16)
+        if len(self.layers) == 1 and all(s.layer == 0 for s in self.segments):
+            layer = self.layers[0]
+            lookup = np.zeros(max(int(layer.max()) if layer.size else 0, max((s.label_value for s in self.segments), default=0)) + 1, dtype=dtype)
+            for number, segment in enumerate(self.segments, start=1):
+                lookup[segment.label_value] = number
+            return lookup[layer], list(range(1, count + 1))
+        labelmap = np.zeros(self.geometry.shape, dtype=dtype)
+        for number, segment in enumerate(self.segments, start=1):
+            labelmap[self.mask(number - 1)] = number
+        return labelmap, list(range(1, count + 1))
+
+    def subset(self, indices: Sequence[int]) -> LayeredSegmentation:
+        return LayeredSegmentation(self.geometry, self.layers, [self.segments[i] for i in indices])
+
+    @classmethod
+    def from_label_volume(cls, geometry: VolumeGeometry, labels: np.ndarray, names: dict[int, str] | None = None,
+                          colors: dict[int, tuple[float, float, float]] | None = None) -> LayeredSegmentation:
+        """Segments from a multi-label volume (one segment per non-zero value)."""
+        values = np.unique(labels)
+        values = [int(v) for v in values if v != 0]
+        segments = [
+            Segment(name=(names or {}).get(v, f"Segment_{v}"), layer=0, label_value=v,
+                    color=(colors or {}).get(v, default_color(v)), segment_id=f"Segment_{v}")
+            for v in values
+        ]
+        return cls(geometry, [labels], segments)
+
+
+def default_color(index: int) -> tuple[float, float, float]:
+    """Distinct, stable colours for segments that have none (golden-angle hue walk)."""
+    import colorsys
+
+    hue = (index * 0.618033988749895) % 1.0
+    return colorsys.hsv_to_rgb(hue, 0.65, 0.9)
