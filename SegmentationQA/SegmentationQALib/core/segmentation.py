@@ -166,7 +166,7 @@ class LayeredSegmentation:
                 lookup[segment.label_value] = number
             return lookup[layer], list(range(1, count + 1))
         labelmap = np.zeros(self.geometry.shape, dtype=dtype)
-        for number, segment in enumerate(self.segments, start=1):
+        for number in range(1, count + 1):
             labelmap[self.mask(number - 1)] = number
         return labelmap, list(range(1, count + 1))
 
