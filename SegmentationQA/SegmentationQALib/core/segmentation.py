@@ -170,6 +170,26 @@ class LayeredSegmentation:
             labelmap[self.mask(number - 1)] = number
         return labelmap, list(range(1, count + 1))
 
+    def resampled_to(self, geometry: VolumeGeometry) -> tuple[LayeredSegmentation, int]:
+        """Nearest-neighbour resample every layer onto ``geometry``.
+
+        Returns the result and how many source voxels change label when the result is mapped back to the source
+        grid (0 when the grids coincide up to a flip or a crop/pad that loses nothing).
+        """
+        import SimpleITK as sitk
+
+        if self.geometry.is_close(geometry):
+            return self, 0
+        layers, changed = [], 0
+        for layer in self.layers:
+            source = self.geometry.to_sitk(layer)
+            target = geometry.to_sitk(np.zeros(geometry.shape, dtype=layer.dtype))
+            forward = sitk.Resample(source, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
+            back = sitk.Resample(forward, source, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
+            changed += int(np.count_nonzero(sitk.GetArrayViewFromImage(back) != layer))
+            layers.append(sitk.GetArrayFromImage(forward))
+        return LayeredSegmentation(geometry, layers, list(self.segments)), changed
+
     def subset(self, indices: Sequence[int]) -> LayeredSegmentation:
         return LayeredSegmentation(self.geometry, self.layers, [self.segments[i] for i in indices])
 

@@ -1,0 +1,195 @@
+"""Write a LayeredSegmentation as a DICOM SEG that references an image series (highdicom builds the object)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+
+from .dicom_series import ImageSeries
+from .errors import EmptySegmentationError, FrameOfReferenceMismatchError, GeometryError, OverlapError
+from .safe_write import atomic_output_file
+from .seg_options import SegExportOptions, SegExportResult, SegmentReport, SegType, default_compression
+from .segmentation import CodedTerm, LayeredSegmentation, Segment
+
+ProgressCallback = Callable[[float, str], None]
+
+# Used when a segment has no terminology: what Slicer itself assigns to a new segment.
+DEFAULT_CATEGORY = CodedTerm("85756007", "SCT", "Tissue")
+DEFAULT_TYPE = CodedTerm("85756007", "SCT", "Tissue")
+MAX_LO_LENGTH = 64
+ALGORITHM_FAMILY = hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence")  # CID 7162
+
+
+def _code(term: CodedTerm) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=term.meaning[:MAX_LO_LENGTH])
+
+
+def rgb_to_cielab(color) -> hd.color.CIELabColor:
+    rgb = tuple(int(round(min(1.0, max(0.0, float(c))) * 255)) for c in color[:3])
+    return hd.color.CIELabColor.from_rgb(*rgb) if hasattr(hd.color.CIELabColor, "from_rgb") else hd.color.CIELabColor(*rgb)
+
+
+def segment_description(number: int, segment: Segment, options: SegExportOptions) -> tuple[hd.seg.SegmentDescription, list[str]]:
+    """Highdicom description of one segment, and the warnings its defaults caused."""
+    warnings = []
+    label = segment.name or f"Segment {number}"
+    if len(label) > MAX_LO_LENGTH:
+        warnings.append(f"segment {number} name truncated to {MAX_LO_LENGTH} characters")
+        label = label[:MAX_LO_LENGTH]
+    terminology = segment.terminology
+    if terminology is None:
+        warnings.append(f"segment {number} ({label!r}) has no terminology; exported as {DEFAULT_TYPE.meaning} "
+                        f"({DEFAULT_TYPE.scheme} {DEFAULT_TYPE.value})")
+        category, type_, modifier, region, region_modifier = DEFAULT_CATEGORY, DEFAULT_TYPE, None, None, None
+    else:
+        category, type_ = terminology.category, terminology.type
+        modifier, region = terminology.type_modifier, terminology.anatomic_region
+        region_modifier = terminology.anatomic_region_modifier
+    algorithm_type = hd.seg.SegmentAlgorithmTypeValues((segment.algorithm_type or options.algorithm_type).upper())
+    algorithm = None
+    if algorithm_type != hd.seg.SegmentAlgorithmTypeValues.MANUAL:
+        algorithm = hd.AlgorithmIdentificationSequence(
+            name=(segment.algorithm_name or options.algorithm_name)[:MAX_LO_LENGTH],
+            version=options.algorithm_version,
+            family=ALGORITHM_FAMILY,
+        )
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
+        segmented_property_category=_code(category),
+        segmented_property_type=_code(type_),
+        algorithm_type=algorithm_type,
+        algorithm_identification=algorithm,
+        anatomic_regions=[_code(region)] if region is not None else None,
+        display_color=rgb_to_cielab(segment.color),
+    )
+    if modifier is not None:
+        # highdicom has no argument for the type modifier; it is a plain sub-sequence of the property type.
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [_code(modifier)]
+    if region is not None and region_modifier is not None:
+        description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [_code(region_modifier)]
+    return description, warnings
+
+
+def resolve_seg_type(requested: SegType, overlapping: bool, path_hint: str | None = None) -> SegType:
+    if requested == SegType.LABELMAP and overlapping:
+        raise OverlapError("LABELMAP was requested but segments overlap; use BINARY (or auto) to keep every segment",
+                           path_hint)
+    if requested == SegType.AUTO:
+        return SegType.BINARY if overlapping else SegType.LABELMAP
+    return requested
+
+
+def check_reference(layered: LayeredSegmentation, reference: ImageSeries, options: SegExportOptions) -> None:
+    if not layered.geometry.is_close(reference.geometry, atol_mm=1e-2):
+        raise GeometryError(
+            f"segmentation grid {layered.geometry.shape} does not match the reference series grid "
+            f"{reference.geometry.shape}; resample it onto the reference first", reference.paths[0])
+    expected = options.expected_frame_of_reference_uid
+    actual = reference.frame_of_reference_uid
+    if expected and actual and expected != actual:
+        raise FrameOfReferenceMismatchError(
+            f"segmentation is in frame of reference {expected} but the reference series is in {actual}",
+            reference.paths[0], "FrameOfReferenceUID")
+
+
+def build_pixel_input(layered: LayeredSegmentation, seg_type: SegType) -> np.ndarray:
+    """What highdicom takes: segment numbers per voxel when segments do not overlap, else one mask per segment."""
+    if seg_type == SegType.LABELMAP or not layered.has_overlap():
+        labelmap, _ = layered.as_single_labelmap()
+        return labelmap
+    stack = np.zeros((*layered.geometry.shape, len(layered.segments)), dtype=bool)
+    for index in range(len(layered.segments)):
+        stack[..., index] = layered.mask(index)
+    return stack
+
+
+def write_seg(
+    layered: LayeredSegmentation,
+    reference: ImageSeries,
+    output_path: str | Path,
+    options: SegExportOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> SegExportResult:
+    """Export ``layered`` (already on the reference grid) as one DICOM SEG file, atomically."""
+    options = options or SegExportOptions()
+    progress = progress or (lambda fraction, message: None)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    check_reference(layered, reference, options)
+
+    counts = layered.voxel_counts()
+    kept = [i for i, count in enumerate(counts) if count > 0]
+    warnings = [f"segment {layered.segments[i].name!r} is empty and was not exported" for i in range(len(counts))
+                if counts[i] == 0]
+    if not kept:
+        raise EmptySegmentationError("nothing to export: every segment is empty", output_path)
+    layered = layered.subset(kept)
+    counts = [counts[i] for i in kept]
+    overlapping = layered.has_overlap()
+    seg_type = resolve_seg_type(options.seg_type, overlapping, str(output_path))
+    compression = options.compression or default_compression(seg_type)
+    if not compression.supports(seg_type):
+        raise ValueError(f"compression {compression.value!r} is not available for {seg_type.value.upper()} SEG "
+                         f"(1-bit frames); use 'none' or 'jpeg2000'")
+    timings["analyse"] = time.perf_counter() - start
+    progress(0.1, "describing segments")
+
+    descriptions, reports = [], []
+    for number, (segment, count) in enumerate(zip(layered.segments, counts), start=1):
+        description, segment_warnings = segment_description(number, segment, options)
+        descriptions.append(description)
+        reports.append(SegmentReport(number, str(description.SegmentLabel), count, segment.segment_id, segment_warnings))
+        warnings.extend(segment_warnings)
+
+    progress(0.2, "encoding frames")
+    t = time.perf_counter()
+    pixels = build_pixel_input(layered, seg_type)
+    transfer_syntax = compression.transfer_syntax_uid
+    seg = hd.seg.Segmentation(
+        source_images=reference.datasets,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues(seg_type.value.upper()),
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=options.series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=options.instance_number,
+        manufacturer=options.manufacturer,
+        manufacturer_model_name=options.manufacturer_model_name,
+        software_versions=options.software_versions,
+        device_serial_number=options.device_serial_number,
+        content_label=options.content_label,
+        content_description=options.content_description,
+        content_creator_name=options.content_creator_name,
+        series_description=options.series_description,
+        transfer_syntax_uid=transfer_syntax,
+        omit_empty_frames=True,
+        # UTF-8 always: segment names may be in any language, and some sources carry an empty, invalid value.
+        specific_character_set="ISO_IR 192",
+    )
+    del pixels
+    timings["build"] = time.perf_counter() - t
+    progress(0.8, "writing file")
+    t = time.perf_counter()
+    output_path = Path(output_path)
+    with atomic_output_file(output_path) as tmp:
+        seg.save_as(tmp, enforce_file_format=True)
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    progress(1.0, "done")
+    return SegExportResult(
+        seg_path=str(output_path),
+        seg_type=seg_type.value,
+        compression=compression.value,
+        transfer_syntax_uid=str(transfer_syntax),
+        segments=reports,
+        reference_series_uid=reference.series_instance_uid,
+        warnings=warnings,
+        timings=timings,
+        file_size_bytes=output_path.stat().st_size,
+    )

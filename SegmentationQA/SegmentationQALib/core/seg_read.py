@@ -1,0 +1,179 @@
+"""Read a DICOM SEG (BINARY, LABELMAP, FRACTIONAL) into a LayeredSegmentation in patient space."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .errors import GeometryError, InvalidInputFileError, WrongModalityError
+from .geometry import VolumeGeometry
+from .seg_options import SegmentReport
+from .segmentation import CodedTerm, LayeredSegmentation, Segment, SegmentTerminology
+
+ProgressCallback = Callable[[float, str], None]
+SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
+FRACTIONAL_THRESHOLD = 0.5
+
+
+@dataclass
+class LoadedSeg:
+    """A SEG read back: the segments on their grid plus what the file said about them."""
+
+    layered: LayeredSegmentation
+    seg_type: str
+    frame_of_reference_uid: str | None
+    referenced_series_uid: str | None
+    series_description: str = ""
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def segment_reports(self) -> list[SegmentReport]:
+        counts = self.layered.voxel_counts()
+        return [SegmentReport(number, s.name, count, s.segment_id)
+                for number, (s, count) in enumerate(zip(self.layered.segments, counts), start=1)]
+
+
+def _term(item) -> CodedTerm:
+    return CodedTerm(str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.CodeMeaning))
+
+
+def segment_from_description(item, layer: int, label_value: int) -> Segment:
+    """Name, colour, terminology and algorithm of one SegmentSequence item."""
+    category = _term(item.SegmentedPropertyCategoryCodeSequence[0])
+    type_item = item.SegmentedPropertyTypeCodeSequence[0]
+    modifier = None
+    if "SegmentedPropertyTypeModifierCodeSequence" in type_item and type_item.SegmentedPropertyTypeModifierCodeSequence:
+        modifier = _term(type_item.SegmentedPropertyTypeModifierCodeSequence[0])
+    region = region_modifier = None
+    if "AnatomicRegionSequence" in item and item.AnatomicRegionSequence:
+        region_item = item.AnatomicRegionSequence[0]
+        region = _term(region_item)
+        if "AnatomicRegionModifierSequence" in region_item and region_item.AnatomicRegionModifierSequence:
+            region_modifier = _term(region_item.AnatomicRegionModifierSequence[0])
+    color = (0.5, 0.5, 0.5)
+    if "RecommendedDisplayCIELabValue" in item:
+        rgb = hd.color.CIELabColor.from_dicom_value(list(item.RecommendedDisplayCIELabValue)).to_rgb()
+        color = tuple(float(c) / 255.0 for c in rgb)
+    algorithm_name = None
+    if "SegmentationAlgorithmIdentificationSequence" in item and item.SegmentationAlgorithmIdentificationSequence:
+        algorithm_name = str(item.SegmentationAlgorithmIdentificationSequence[0].get("AlgorithmName", "")) or None
+    number = int(item.SegmentNumber)
+    return Segment(
+        name=str(item.get("SegmentLabel", f"Segment {number}")),
+        layer=layer,
+        label_value=label_value,
+        color=color,
+        terminology=SegmentTerminology(category, _term(type_item), modifier, region, region_modifier),
+        segment_id=f"Segment_{number}",
+        algorithm_type=str(item.get("SegmentAlgorithmType", "MANUAL")),
+        algorithm_name=algorithm_name,
+    )
+
+
+def pack_masks_into_layers(masks, shape) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """Put possibly overlapping masks into as few label layers as possible (as Slicer's shared labelmaps do).
+
+    ``masks`` yields boolean arrays; returns the layers and, per mask, its (layer, label value).
+    """
+    layers: list[np.ndarray] = []
+    next_value: list[int] = []
+    placement = []
+    for mask in masks:
+        target = None
+        for index, layer in enumerate(layers):
+            if next_value[index] < np.iinfo(layer.dtype).max and not layer[mask].any():
+                target = index
+                break
+        if target is None:
+            layers.append(np.zeros(shape, dtype=np.uint8))
+            next_value.append(1)
+            target = len(layers) - 1
+        value = next_value[target]
+        if value > 255 and layers[target].dtype == np.uint8:
+            layers[target] = layers[target].astype(np.uint16)
+        layers[target][mask] = value
+        next_value[target] += 1
+        placement.append((target, value))
+    if not layers:
+        layers.append(np.zeros(shape, dtype=np.uint8))
+    return layers, placement
+
+
+def read_seg_dataset(path: str | Path) -> hd.seg.Segmentation:
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputFileError("no such file", path)
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
+    if str(header.get("SOPClassUID", "")) not in SEGMENTATION_SOP_CLASSES:
+        raise WrongModalityError(f"not a DICOM Segmentation (Modality {header.get('Modality', '?')}, "
+                                 f"SOPClassUID {header.get('SOPClassUID', '?')})", path, "SOPClassUID")
+    try:
+        return hd.seg.segread(path)
+    except Exception as exc:  # truncated pixel data and malformed sequences surface as many types
+        raise InvalidInputFileError(f"cannot read segmentation ({exc})", path) from exc
+
+
+def geometry_from_hd_volume(volume) -> VolumeGeometry:
+    """highdicom's Volume affine maps (axis0, axis1, axis2) = (slice, row, column); ours maps (column, row, slice)."""
+    affine = np.asarray(volume.affine, dtype=float)[:, [2, 1, 0, 3]]
+    return VolumeGeometry(tuple(volume.spatial_shape), affine)
+
+
+def load_seg(path: str | Path, progress: ProgressCallback | None = None) -> LoadedSeg:
+    """Read any patient-space SEG. Fractional segments are thresholded at 0.5 (with a warning)."""
+    progress = progress or (lambda fraction, message: None)
+    start = time.perf_counter()
+    seg = read_seg_dataset(path)
+    timings = {"read": time.perf_counter() - start}
+    warnings: list[str] = []
+    seg_type = seg.segmentation_type.value
+    if seg.get("FrameOfReferenceUID") is None or "SharedFunctionalGroupsSequence" not in seg:
+        raise GeometryError("SEG has no patient-space geometry (no frame of reference / plane positions)", path)
+    progress(0.3, "decoding frames")
+    t = time.perf_counter()
+    items = {int(item.SegmentNumber): item for item in seg.SegmentSequence}
+    try:
+        if seg_type == "LABELMAP":
+            volume = seg.get_volume(combine_segments=True, allow_missing_positions=True, skip_overlap_checks=True)
+        else:
+            volume = seg.get_volume(combine_segments=False, allow_missing_positions=True,
+                                    rescale_fractional=True, dtype=np.float32 if seg_type == "FRACTIONAL" else np.uint8)
+    except (ValueError, RuntimeError) as exc:
+        raise GeometryError(f"segmentation frames do not form a regular volume ({exc})", path) from exc
+    timings["decode"] = time.perf_counter() - t
+    geometry = geometry_from_hd_volume(volume)
+    t = time.perf_counter()
+    if seg_type == "LABELMAP":
+        labels = np.asarray(volume.array)
+        present = sorted(n for n in items if n > 0)
+        segments = [segment_from_description(items[n], 0, n) for n in present]
+        layered = LayeredSegmentation(geometry, [labels], segments)
+    else:
+        array = np.asarray(volume.array)
+        numbers = list(seg.segment_numbers) if hasattr(seg, "segment_numbers") else sorted(items)
+        if seg_type == "FRACTIONAL":
+            warnings.append(f"FRACTIONAL segmentation thresholded at {FRACTIONAL_THRESHOLD} of the maximum value")
+            masks = (array[..., i] >= FRACTIONAL_THRESHOLD for i in range(array.shape[-1]))
+        else:
+            masks = (array[..., i] > 0 for i in range(array.shape[-1]))
+        layers, placement = pack_masks_into_layers(masks, geometry.shape)
+        segments = [segment_from_description(items[n], layer, value) for n, (layer, value) in zip(numbers, placement)]
+        layered = LayeredSegmentation(geometry, layers, segments)
+    timings["assemble"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    referenced = None
+    if "ReferencedSeriesSequence" in seg and seg.ReferencedSeriesSequence:
+        referenced = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    progress(1.0, "done")
+    return LoadedSeg(layered, seg_type, str(seg.FrameOfReferenceUID), referenced,
+                     str(seg.get("SeriesDescription", "")), warnings, timings)

@@ -1,0 +1,505 @@
+"""MRML-facing logic of SegmentationQA: segmentation/volume nodes <-> core arrays and geometry, then core does the work.
+
+Imports slicer and vtk, never qt: it runs inside the Slicer app, in `Slicer --no-main-window`, and in plain Python
+with the slicer-core wheel. The scene and the Segmentations module logic are injected; inside the app they default
+to ``slicer.mrmlScene`` and ``slicer.modules.segmentations.logic()``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+try:  # the app, or plain Python with the slicer-core wheel
+    from .logic_rtstruct import RtStructLogicMixin
+except ImportError:  # pragma: no cover - until the RTSTRUCT mixin lands
+    class RtStructLogicMixin:  # type: ignore[no-redef]
+        pass
+
+from .core import dicom_series
+from .core.errors import (
+    DicomFidelityError,
+    GeometryError,
+    InvalidInputFileError,
+    OverlapError,
+    ReferenceNotDicomError,
+    WrongModalityError,
+)
+from .core.geometry import LPS_TO_RAS, VolumeGeometry
+from .core.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
+from .core.safe_write import atomic_output_file
+from .core.seg_export import write_seg
+from .core.seg_options import SegExportOptions, SegExportResult, SegLoadResult
+from .core.seg_read import load_seg
+from .core.segmentation import LayeredSegmentation, Segment, SegmentTerminology
+
+ProgressCallback = Callable[[float, str], None]
+INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
+ALGORITHM_TYPE_TAG = "DicomFidelity.AlgorithmType"
+SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
+LABEL_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def _noProgress(fraction: float, message: str) -> None:
+    pass
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (*SEGMENTATION_SUFFIXES, ".nii.gz"):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def vtkMatrixToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def numpyToVtkMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def orientedImageGeometry(image) -> VolumeGeometry:
+    """Geometry of a vtkOrientedImageData (or vtkImageData with a matrix), honouring a non-zero extent start."""
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    extent = image.GetExtent()
+    shift = np.eye(4)
+    shift[:3, 3] = [extent[0], extent[2], extent[4]]
+    affine_lps = LPS_TO_RAS @ vtkMatrixToNumpy(matrix) @ shift
+    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    return VolumeGeometry(shape, affine_lps)
+
+
+def imageArray(image) -> np.ndarray:
+    """A numpy view [k, j, i] of a vtkImageData's single scalar component."""
+    extent = image.GetExtent()
+    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    scalars = image.GetPointData().GetScalars()
+    if scalars is None or shape[0] <= 0 or shape[1] <= 0 or shape[2] <= 0:
+        return np.zeros((max(shape[0], 0), max(shape[1], 0), max(shape[2], 0)), dtype=np.uint8)
+    return numpy_support.vtk_to_numpy(scalars).reshape(shape)
+
+
+def orientedImageFromArray(array: np.ndarray, geometry: VolumeGeometry):
+    """A vtkOrientedImageData holding ``array`` (copied, contiguous) on ``geometry``."""
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
+    contiguous = np.ascontiguousarray(array)
+    scalars = numpy_support.numpy_to_vtk(contiguous.ravel(), deep=True)
+    image.GetPointData().SetScalars(scalars)
+    image.SetImageToWorldMatrix(numpyToVtkMatrix(LPS_TO_RAS @ geometry.affine_lps))
+    return image
+
+
+class SegmentationQAMRMLLogic(RtStructLogicMixin):
+    """Everything the panel, the console and the CLI do, on MRML nodes."""
+
+    def __init__(self, scene=None, segmentationsLogic=None):
+        self.scene = scene if scene is not None else slicer.mrmlScene
+        if segmentationsLogic is None:
+            modules = getattr(slicer, "modules", None)
+            if modules is not None and hasattr(modules, "segmentations"):
+                segmentationsLogic = modules.segmentations.logic()
+            else:  # slicer-core wheel: converter rules exist only once a module logic has the scene
+                segmentationsLogic = slicer.vtkSlicerSegmentationsModuleLogic()
+                segmentationsLogic.SetMRMLScene(self.scene)
+        self.segmentationsLogic = segmentationsLogic
+
+    # ---------------------------------------------------------------- files <-> nodes
+    def loadVolumeFile(self, path, name: str | None = None):
+        """Load an image file (NRRD, NIfTI, ...) as a scalar volume node."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputFileError("no such file", path)
+        node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or path.name.split(".")[0])
+        storage = self.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        storage.SetFileName(str(path))
+        storage.SetSingleFile(True)
+        if not storage.ReadData(node):
+            self.scene.RemoveNode(node)
+            self.scene.RemoveNode(storage)
+            raise InvalidInputFileError("cannot read as an image volume", path)
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        return node
+
+    def volumeNodeFromArray(self, array: np.ndarray, geometry: VolumeGeometry, name: str = "Volume",
+                            className: str = "vtkMRMLScalarVolumeNode"):
+        node = self.scene.AddNewNodeByClass(className, name)
+        image = vtk.vtkImageData()
+        image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
+        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
+        node.SetAndObserveImageData(image)
+        node.SetIJKToRASMatrix(numpyToVtkMatrix(geometry.affine_ras))
+        return node
+
+    def geometryFromVolumeNode(self, volumeNode) -> VolumeGeometry:
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        affine_ras = vtkMatrixToNumpy(matrix)
+        transform = volumeNode.GetParentTransformNode()
+        if transform is not None:
+            if not transform.IsTransformToWorldLinear():
+                raise GeometryError(f"volume {volumeNode.GetName()!r} is under a non-linear transform; harden it first")
+            toWorld = vtk.vtkMatrix4x4()
+            transform.GetMatrixTransformToWorld(toWorld)
+            affine_ras = vtkMatrixToNumpy(toWorld) @ affine_ras
+        dims = volumeNode.GetImageData().GetDimensions()
+        return VolumeGeometry((dims[2], dims[1], dims[0]), LPS_TO_RAS @ affine_ras)
+
+    def arrayFromVolumeNode(self, volumeNode) -> np.ndarray:
+        return imageArray(volumeNode.GetImageData())
+
+    def loadSegmentationFile(self, path, referenceVolumeNode=None, name: str | None = None):
+        """Load .seg.nrrd (overlaps kept), a label volume (.nrrd, .nii.gz: one segment per value) or a DICOM SEG."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputFileError("no such file", path)
+        suffix = _suffix(path)
+        name = name or path.name.split(".")[0]
+        if suffix in SEGMENTATION_SUFFIXES:
+            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+            storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+            storage.SetFileName(str(path))
+            if not storage.ReadData(node) or node.GetSegmentation().GetNumberOfSegments() == 0 and not self._isNrrdSegmentation(path):
+                self.scene.RemoveNode(node)
+                self.scene.RemoveNode(storage)
+                raise InvalidInputFileError("cannot read as a Slicer segmentation (.seg.nrrd)", path)
+            node.SetAndObserveStorageNodeID(storage.GetID())
+            return node
+        if suffix in (".dcm", "") or self._isDicom(path):
+            node, _ = self.loadDicomSeg(path, name=name)
+            return node
+        if suffix in LABEL_VOLUME_SUFFIXES:
+            import SimpleITK as sitk
+
+            try:
+                image = sitk.ReadImage(str(path))
+            except RuntimeError as exc:
+                raise InvalidInputFileError(f"cannot read as a label volume ({str(exc).strip().splitlines()[-1]})", path) from exc
+            if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
+                raise WrongModalityError("not a 3D single-component label volume", path)
+            labels = sitk.GetArrayFromImage(image)
+            if labels.dtype.kind == "f":
+                if not np.all(np.mod(labels, 1) == 0):
+                    raise WrongModalityError("voxel values are not integer labels (is this an image, not a segmentation?)", path)
+                labels = labels.astype(np.int32)
+            if labels.min() < 0:
+                raise WrongModalityError("negative label values: not a label volume", path)
+            labels = labels.astype(np.uint8 if labels.max() < 256 else np.uint16)
+            layered = LayeredSegmentation.from_label_volume(VolumeGeometry.from_sitk(image), labels)
+            return self.segmentationNodeFromLayered(layered, name)
+        raise InvalidInputFileError("unknown segmentation file type (use .seg.nrrd, .nrrd, .nii.gz or a DICOM SEG)", path)
+
+    @staticmethod
+    def _isDicom(path: Path) -> bool:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        return len(head) == 132 and head[128:132] == b"DICM"
+
+    @staticmethod
+    def _isNrrdSegmentation(path: Path) -> bool:
+        with open(path, "rb") as f:
+            return f.read(4) == b"NRRD"
+
+    def saveSegmentationFile(self, segmentationNode, path, referenceVolumeNode=None) -> str:
+        """Write .seg.nrrd (overlaps kept) or a label volume (.nrrd/.nii.gz; overlapping segments are an error)."""
+        path = Path(path)
+        suffix = _suffix(path)
+        if suffix in SEGMENTATION_SUFFIXES:
+            storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+            try:
+                with atomic_output_file(path) as tmp:
+                    storage.SetFileName(str(tmp))
+                    if not storage.WriteData(segmentationNode):
+                        raise InvalidInputFileError("could not write segmentation", path)
+            finally:
+                self.scene.RemoveNode(storage)
+            return str(path)
+        if suffix in LABEL_VOLUME_SUFFIXES:
+            import SimpleITK as sitk
+
+            reference = self.geometryFromVolumeNode(referenceVolumeNode) if referenceVolumeNode is not None else None
+            layered = self.layeredSegmentationFromNode(segmentationNode, reference)
+            if layered.has_overlap():
+                raise OverlapError("segments overlap and a label volume holds one label per voxel; write .seg.nrrd", path)
+            labels, _ = layered.as_single_labelmap()
+            image = layered.geometry.to_sitk(labels)
+            with atomic_output_file(path) as tmp:
+                sitk.WriteImage(image, str(tmp), True)
+            return str(path)
+        raise InvalidInputFileError("unknown output type (use .seg.nrrd, .nrrd or .nii.gz)", path)
+
+    # ---------------------------------------------------------------- segmentation node <-> core model
+    def layeredSegmentationFromNode(self, segmentationNode, referenceGeometry: VolumeGeometry | None = None,
+                                    warnings: list[str] | None = None) -> LayeredSegmentation:
+        """The node's shared labelmap layers as arrays, on ``referenceGeometry`` when given.
+
+        Layers already on the reference grid are copied (padded/cropped by extent); others are resampled, and
+        ``warnings`` gets how many voxels that changed.
+        """
+        segmentation = segmentationNode.GetSegmentation()
+        binaryName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+        if segmentation.GetNumberOfSegments() == 0:
+            from .core.errors import EmptySegmentationError
+
+            raise EmptySegmentationError(f"segmentation {segmentationNode.GetName()!r} has no segments")
+        if segmentation.GetSourceRepresentationName() != binaryName:
+            segmentationNode.CreateBinaryLabelmapRepresentation()
+        transform = segmentationNode.GetParentTransformNode()
+        toWorld = np.eye(4)
+        if transform is not None:
+            if not transform.IsTransformToWorldLinear():
+                raise GeometryError(f"segmentation {segmentationNode.GetName()!r} is under a non-linear transform; harden it first")
+            matrix = vtk.vtkMatrix4x4()
+            transform.GetMatrixTransformToWorld(matrix)
+            toWorld = LPS_TO_RAS @ vtkMatrixToNumpy(matrix) @ LPS_TO_RAS
+        segmentOrder = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+        layerArrays = []
+        layerOfSegment = {segmentId: segmentation.GetLayerIndex(segmentId) for segmentId in segmentOrder}
+        target = referenceGeometry
+        for layerIndex in range(segmentation.GetNumberOfLayers()):
+            image = segmentation.GetLayerDataObject(layerIndex)
+            geometry = orientedImageGeometry(image)
+            geometry = VolumeGeometry(geometry.shape, toWorld @ geometry.affine_lps)
+            array = imageArray(image)
+            if target is None:
+                target = self._segmentationReferenceGeometry(segmentationNode) or geometry
+            layerArrays.append(self._onGrid(array, geometry, target, warnings, segmentationNode.GetName()))
+        segments = []
+        for segmentId in segmentOrder:
+            segment = segmentation.GetSegment(segmentId)
+            terminology = SegmentTerminology.from_slicer(segment.GetTerminology()) if segment.HasTerminology() else None
+            segments.append(Segment(
+                name=segment.GetName(), layer=layerOfSegment[segmentId], label_value=segment.GetLabelValue(),
+                color=tuple(segment.GetColor()), terminology=terminology, segment_id=segmentId,
+                algorithm_type=_segmentTag(segment, ALGORITHM_TYPE_TAG) or "MANUAL",
+            ))
+        return LayeredSegmentation(target, layerArrays, segments)
+
+    def _segmentationReferenceGeometry(self, segmentationNode) -> VolumeGeometry | None:
+        """The grid the segmentation was made on (its reference image geometry), if it says."""
+        text = segmentationNode.GetSegmentation().GetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+        if not text:
+            return None
+        image = slicer.vtkOrientedImageData()
+        if not slicer.vtkSegmentationConverter.DeserializeImageGeometry(text, image, False):
+            return None
+        return orientedImageGeometry(image)
+
+    @staticmethod
+    def _onGrid(array, geometry: VolumeGeometry, target: VolumeGeometry, warnings, name) -> np.ndarray:
+        """Place a layer on ``target``: an exact paste when only the extent differs, else nearest resampling."""
+        if geometry.is_close(target):
+            return np.array(array, copy=True)
+        offset = target.lps_to_index(geometry.origin_lps)
+        sameAxes = np.allclose(geometry.affine_lps[:3, :3], target.affine_lps[:3, :3], atol=1e-6)
+        if sameAxes and np.allclose(offset, np.round(offset), atol=1e-3):
+            i0, j0, k0 = (int(v) for v in np.round(offset))
+            result = np.zeros(target.shape, dtype=array.dtype)
+            src = [slice(max(0, -o), min(n, t - o)) for o, n, t in zip((k0, j0, i0), array.shape, target.shape)]
+            dst = [slice(max(0, o), max(0, o) + (s.stop - s.start)) for o, s in zip((k0, j0, i0), src)]
+            if all(s.stop > s.start for s in src):
+                result[tuple(dst)] = array[tuple(src)]
+            lost = int(np.count_nonzero(array)) - int(np.count_nonzero(result))
+            if lost and warnings is not None:
+                warnings.append(f"segmentation {name!r}: {lost} voxels lie outside the reference volume and were dropped")
+            return result
+        layered = LayeredSegmentation(geometry, [array], [])
+        resampled, changed = layered.resampled_to(target)
+        if changed and warnings is not None:
+            warnings.append(f"segmentation {name!r} was resampled onto the reference grid; {changed} voxels changed "
+                            f"(of {int(np.count_nonzero(array))} segmented)")
+        return resampled.layers[0]
+
+    def segmentationNodeFromLayered(self, layered: LayeredSegmentation, name: str = "Segmentation",
+                                    referenceVolumeNode=None):
+        """A segmentation node sharing one labelmap per layer between its segments (no per-segment copies)."""
+        node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+        segmentation = node.GetSegmentation()
+        binaryName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+        images = [orientedImageFromArray(layer, layered.geometry) for layer in layered.layers]
+        wasModifying = node.StartModify()
+        try:
+            for segmentInfo in layered.segments:
+                segment = slicer.vtkSegment()
+                segment.SetName(segmentInfo.name)
+                segment.SetColor(*segmentInfo.color)
+                segment.SetLabelValue(int(segmentInfo.label_value))
+                if segmentInfo.terminology is not None:
+                    segment.SetTerminology(segmentInfo.terminology.to_slicer())
+                if segmentInfo.algorithm_type and segmentInfo.algorithm_type != "MANUAL":
+                    segment.SetTag(ALGORITHM_TYPE_TAG, segmentInfo.algorithm_type)
+                segment.AddRepresentation(binaryName, images[segmentInfo.layer])
+                segmentation.AddSegment(segment, segmentInfo.segment_id or "")
+        finally:
+            node.EndModify(wasModifying)
+        if referenceVolumeNode is not None:
+            node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+        else:
+            geometryText = slicer.vtkSegmentationConverter.SerializeImageGeometry(images[0]) if images else ""
+            if geometryText:
+                segmentation.SetConversionParameter(
+                    slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometryText)
+        return node
+
+    # ---------------------------------------------------------------- reference series
+    def referenceSeriesForVolume(self, volumeNode, dicomFolder=None) -> dicom_series.ImageSeries | None:
+        """The DICOM instances a volume was loaded from: node attribute DICOM.instanceUIDs, found in the app's
+        DICOM database or (headless) in ``dicomFolder``. None when the volume did not come from DICOM."""
+        uids = (volumeNode.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split() if volumeNode is not None else []
+        if dicomFolder is not None:
+            series = dicom_series.read_image_series(dicomFolder)
+            if uids and not set(uids) & set(series.sop_instance_uids):
+                raise ReferenceNotDicomError(
+                    f"volume {volumeNode.GetName()!r} was loaded from other DICOM instances than those in the folder",
+                    dicomFolder)
+            return series
+        if not uids:
+            return None
+        database = getattr(slicer, "dicomDatabase", None)
+        if database is None:
+            raise ReferenceNotDicomError(
+                f"volume {volumeNode.GetName()!r} came from DICOM but no DICOM database is open; pass the DICOM folder")
+        files = [database.fileForInstance(uid) for uid in uids]
+        missing = [uid for uid, f in zip(uids, files) if not f]
+        if missing:
+            raise ReferenceNotDicomError(f"{len(missing)} instances of volume {volumeNode.GetName()!r} are not in the "
+                                         f"DICOM database (first: {missing[0]})")
+        return dicom_series.read_image_series(files)
+
+    def exportReferenceSeries(self, volumeNode, outputDir, modality: ReferenceModality = ReferenceModality.CT,
+                              info: PatientStudyInfo | None = None, progress: ProgressCallback | None = None):
+        """Write a volume that was not loaded from DICOM as a new DICOM series (new UIDs, exact geometry)."""
+        series = write_reference_series(self.arrayFromVolumeNode(volumeNode), self.geometryFromVolumeNode(volumeNode),
+                                        outputDir, modality, info, progress)
+        volumeNode.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(series.sop_instance_uids))
+        return series
+
+    # ---------------------------------------------------------------- DICOM SEG
+    def exportDicomSeg(
+        self,
+        segmentationNode,
+        referenceVolumeNode=None,
+        outputDir=".",
+        options: SegExportOptions | None = None,
+        exportReference: bool = False,
+        referenceDicomFolder=None,
+        referenceModality: ReferenceModality = ReferenceModality.CT,
+        patientInfo: PatientStudyInfo | None = None,
+        fileName: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> SegExportResult:
+        """Export a segmentation as DICOM SEG referencing the reference volume's DICOM series.
+
+        If the reference volume was not loaded from DICOM, ``exportReference=True`` writes it as a new series
+        first (into ``outputDir/reference``); otherwise this raises ReferenceNotDicomError. Nothing is left in
+        ``outputDir`` when anything fails.
+        """
+        progress = progress or _noProgress
+        options = options or SegExportOptions()
+        start = time.perf_counter()
+        outputDir = Path(outputDir)
+        outputDir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".segqa-", dir=outputDir))
+        moved: list[Path] = []
+        try:
+            series = self.referenceSeriesForVolume(referenceVolumeNode, referenceDicomFolder)
+            referencePaths: list[str] = []
+            if series is None:
+                if referenceVolumeNode is None:
+                    raise ReferenceNotDicomError("no reference: give a reference volume or a DICOM folder")
+                if not exportReference:
+                    raise ReferenceNotDicomError(
+                        f"reference volume {referenceVolumeNode.GetName()!r} was not loaded from DICOM, and a SEG must "
+                        "reference DICOM images; export it as a DICOM series too (--export-reference / "
+                        "exportReference=True) or give the DICOM folder it came from")
+                progress(0.05, "writing reference series")
+                seriesFolder = self._freeName(outputDir, "reference")
+                series = write_reference_series(
+                    self.arrayFromVolumeNode(referenceVolumeNode), self.geometryFromVolumeNode(referenceVolumeNode),
+                    staging / seriesFolder, referenceModality, patientInfo,
+                    lambda f, m: progress(0.05 + 0.25 * f, m))
+                referencePaths = [str(outputDir / seriesFolder / p.name) for p in series.paths]
+            if options.expected_frame_of_reference_uid is None:
+                options.expected_frame_of_reference_uid = segmentationNode.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
+            progress(0.3, "reading segments")
+            warnings = list(series.warnings)
+            t = time.perf_counter()
+            layered = self.layeredSegmentationFromNode(segmentationNode, series.geometry, warnings)
+            readTime = time.perf_counter() - t
+            name = fileName or f"{_safeFileName(segmentationNode.GetName())}.seg.dcm"
+            name = self._freeName(outputDir, name)
+            result = write_seg(layered, series, staging / name, options, lambda f, m: progress(0.35 + 0.6 * f, m))
+            for item in sorted(staging.iterdir()):
+                destination = outputDir / item.name
+                item.replace(destination)
+                moved.append(destination)
+            result.seg_path = str(outputDir / name)
+            result.reference_paths = referencePaths
+            result.warnings = warnings + result.warnings
+            result.timings["read_segmentation_node"] = readTime
+            result.timings["total"] = time.perf_counter() - start
+            progress(1.0, "done")
+            return result
+        except BaseException:
+            for path in moved:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _freeName(folder: Path, name: str) -> str:
+        """``name`` or ``name`` with a counter, so an export never overwrites an earlier one."""
+        if not (folder / name).exists():
+            return name
+        stem, dot, rest = name.partition(".")
+        counter = 2
+        while (folder / f"{stem}_{counter}{dot}{rest}").exists():
+            counter += 1
+        return f"{stem}_{counter}{dot}{rest}"
+
+    def loadDicomSeg(self, path, name: str | None = None, progress: ProgressCallback | None = None):
+        """Load a DICOM SEG into a new segmentation node; returns (node, SegLoadResult)."""
+        start = time.perf_counter()
+        loaded = load_seg(path, progress)
+        t = time.perf_counter()
+        node = self.segmentationNodeFromLayered(loaded.layered, name or loaded.series_description or Path(path).stem)
+        if loaded.frame_of_reference_uid:
+            node.SetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE, loaded.frame_of_reference_uid)
+        timings = dict(loaded.timings)
+        timings["create_segmentation_node"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - start
+        result = SegLoadResult(str(path), loaded.seg_type, loaded.segment_reports(), loaded.frame_of_reference_uid,
+                               loaded.referenced_series_uid, None, loaded.warnings, timings)
+        return node, result
+
+
+def _segmentTag(segment, name: str) -> str | None:
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(name, value) else None
+
+
+def _safeFileName(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+    return cleaned or "segmentation"
+
+
+__all__ = ["SegmentationQAMRMLLogic", "DicomFidelityError"]
