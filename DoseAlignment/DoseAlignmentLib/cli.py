@@ -1,0 +1,129 @@
+"""dosealign: RTDOSE onto a CT grid (or the CT onto the dose grid) from the command line, plain Python or Slicer.
+
+    dosealign resample --dose RTDOSE.dcm [--dose RTDOSE2.dcm ...] --reference (CT_FOLDER | VOLUME_FILE)
+                       --output FILE(.nrrd | .nii.gz | .npz) [--direction dose-to-ct | ct-to-dose]
+                       [--interpolation linear|nearest|bspline] [--json RESULT.json]
+
+Progress goes to stderr; on a bad input the exit code is 2 with a one-line error naming the file, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from SegmentationQALib.core.errors import DicomFidelityError
+from SegmentationQALib.core.safe_write import atomic_output_file
+
+from .core.align import align, read_registration
+from .core.dvh import dvh_for_labels, read_labelmap, write_report
+from .core.export import output_format, write_arrays, write_rtdose
+from .core.resample import Direction, Interpolation
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dosealign", description="Align RTDOSE with a CT grid, with every geometry rule right.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    resample = commands.add_parser("resample", help="resample dose onto the CT grid (or the CT onto the dose grid)")
+    resample.add_argument("--dose", action="append", required=True, help="RTDOSE file; repeat to sum per-beam doses")
+    resample.add_argument("--reference", required=True, help="CT folder (DICOM) or volume file (NRRD, NIfTI, MHA)")
+    resample.add_argument("--output", required=True, help="output .nrrd, .nii, .nii.gz or .npz")
+    resample.add_argument("--direction", choices=[d.value for d in Direction], default=Direction.DOSE_TO_CT.value)
+    resample.add_argument("--interpolation", choices=[i.value for i in Interpolation], default=Interpolation.LINEAR.value)
+    resample.add_argument("--outside-value", type=float, default=0.0, help="dose outside the dose grid (default 0)")
+    resample.add_argument("--registration", help="4x4 matrix text file (LPS mm) mapping dose-frame to reference-frame points")
+    resample.add_argument("--reference-output", help="also write the reference on the output grid (.nrrd/.nii.gz)")
+    resample.add_argument("--rtdose-output", help="also write the dose on the CT grid as an RTDOSE (.dcm; dose-to-ct only)")
+    resample.add_argument("--labelmap", help="labelmap on the reference (NRRD/NIfTI/.seg.nrrd) for the DVH report")
+    resample.add_argument("--report", help="folder for an HTML report: DVH CSV and PNG, isodose overlay")
+    resample.add_argument("--compress", action="store_true", help="compress NRRD/NIfTI/npz outputs (smaller, slower)")
+    resample.add_argument("--json", help="write the result (outputs, units, max dose in/out, warnings, timings) here")
+    resample.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return parser
+
+
+def _progress(quiet: bool):
+    def report(fraction: float, message: str) -> None:
+        if not quiet:
+            print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+    return report
+
+
+def run_resample(args: argparse.Namespace) -> dict:
+    progress = _progress(args.quiet)
+    output_format(args.output)  # reject a bad output name before any work
+    if args.reference_output:
+        output_format(args.reference_output)
+    if args.report and Path(args.report).exists() and (not Path(args.report).is_dir() or any(Path(args.report).iterdir())):
+        raise DicomFidelityError("report folder exists and is not empty", args.report)
+    registration = read_registration(args.registration) if args.registration else None
+    direction = Direction(args.direction)
+    if args.rtdose_output and direction != Direction.DOSE_TO_CT:
+        raise DicomFidelityError("--rtdose-output needs --direction dose-to-ct", args.rtdose_output)
+    needs_reference = bool(args.reference_output or args.report or output_format(args.output) == ".npz")
+    result = align(args.dose, args.reference, direction=direction, interpolation=args.interpolation,
+                   outside_value=args.outside_value, registration=registration, load_reference=needs_reference,
+                   progress=lambda fraction, message: progress(0.9 * fraction, message))
+    labels = None
+    if args.labelmap:
+        if result.geometry is None:
+            raise DicomFidelityError("a DVH needs a regular output grid (non-uniform dose frames): use dose-to-ct", args.labelmap)
+        labels, names, label_warnings = read_labelmap(args.labelmap, result.geometry)
+        result.warnings.extend(label_warnings)
+    t = time.perf_counter()
+    progress(0.95, f"writing {args.output}")
+    try:
+        result.outputs.update(write_arrays(args.output, result, args.reference_output, args.compress))
+        if args.rtdose_output:
+            result.outputs["rtdose"] = str(write_rtdose(args.rtdose_output, result))
+        if args.report:
+            curves = dvh_for_labels(result.dose, labels, names, result.geometry) if labels is not None else []
+            reports = write_report(args.report, result.dose, result.reference_array, result.geometry, result.units.value,
+                                   curves, result.to_json())
+            result.outputs.update({f"report_{k}": v for k, v in reports.items()})
+    except BaseException:
+        _remove_outputs(result.outputs.values())  # all or nothing: no set of outputs that disagree
+        raise
+    result.timings["write"] = time.perf_counter() - t
+    document = result.to_json()
+    if args.json:
+        with atomic_output_file(args.json) as tmp:
+            Path(tmp).write_text(json.dumps(document, indent=2), encoding="utf-8")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return document
+
+
+def _remove_outputs(paths) -> None:
+    import shutil
+
+    for path in {Path(p) for p in paths}:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    for path in {Path(p).parent for p in paths if Path(p).name == "report.html"}:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        document = run_resample(args)
+    except DicomFidelityError as exc:
+        print(f"dosealign: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as exc:
+        print(f"dosealign: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(json.dumps({k: document[k] for k in ("outputs", "dose_units", "max_dose_in", "max_dose_out",
+                                                   "fraction_outside")}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
