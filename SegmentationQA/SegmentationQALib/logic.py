@@ -284,6 +284,8 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         for segmentId in segmentOrder:
             segment = segmentation.GetSegment(segmentId)
             terminology = SegmentTerminology.from_slicer(segment.GetTerminology()) if segment.HasTerminology() else None
+            if terminology is not None and terminology.is_generic_default():
+                terminology = None  # Slicer's placeholder for "not chosen": exported with a warning, as none
             segments.append(Segment(
                 name=segment.GetName(), layer=layerOfSegment[segmentId], label_value=segment.GetLabelValue(),
                 color=tuple(segment.GetColor()), terminology=terminology, segment_id=segmentId,

@@ -37,7 +37,7 @@ class ReferenceModality(enum.Enum):
 class PatientStudyInfo:
     """Patient and study fields for the new series; anonymous unless the user says otherwise."""
 
-    patient_name: str = "Anonymous"
+    patient_name: str = "Anonymous^"
     patient_id: str = ""  # generated when empty
     patient_birth_date: str = ""
     patient_sex: str = ""
@@ -143,7 +143,7 @@ def write_reference_series(
             ds.SpecificCharacterSet = "ISO_IR 192"
             ds.SOPClassUID = modality.sop_class_uid
             ds.SOPInstanceUID = sop_uid
-            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"] if modality == ReferenceModality.CT else ["DERIVED", "SECONDARY"]
+            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"] if modality == ReferenceModality.CT else ["DERIVED", "SECONDARY", "OTHER"]
             ds.InstanceCreationDate, ds.InstanceCreationTime = date, time_
             ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime = date, time_, date, time_
             ds.ContentDate, ds.ContentTime = date, time_
@@ -161,6 +161,8 @@ def write_reference_series(
             ds.SeriesInstanceUID = series_uid
             ds.StudyID = info.study_id
             ds.SeriesNumber = info.series_number
+            ds.Laterality = ""  # unknown; Type 2C in General Series
+            ds.PatientPosition = ""  # unknown for a volume that did not come from a scanner
             ds.InstanceNumber = k + 1
             ds.PatientOrientation = ""
             ds.FrameOfReferenceUID = frame_of_reference_uid

@@ -10,7 +10,13 @@ import highdicom as hd
 import numpy as np
 
 from .dicom_series import ImageSeries
-from .errors import EmptySegmentationError, FrameOfReferenceMismatchError, GeometryError, OverlapError
+from .errors import (
+    DicomFidelityError,
+    EmptySegmentationError,
+    FrameOfReferenceMismatchError,
+    GeometryError,
+    OverlapError,
+)
 from .safe_write import atomic_output_file
 from .seg_options import SegExportOptions, SegExportResult, SegmentReport, SegType, default_compression
 from .segmentation import CodedTerm, LayeredSegmentation, Segment
@@ -134,8 +140,8 @@ def write_seg(
     seg_type = resolve_seg_type(options.seg_type, overlapping, str(output_path))
     compression = options.compression or default_compression(seg_type)
     if not compression.supports(seg_type):
-        raise ValueError(f"compression {compression.value!r} is not available for {seg_type.value.upper()} SEG "
-                         f"(1-bit frames); use 'none' or 'jpeg2000'")
+        raise DicomFidelityError(f"compression {compression.value!r} is not available for {seg_type.value.upper()} "
+                                 "SEG (1-bit frames); use 'none' or 'jpeg2000'", output_path)
     timings["analyse"] = time.perf_counter() - start
     progress(0.1, "describing segments")
 

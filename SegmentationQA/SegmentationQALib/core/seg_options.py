@@ -59,7 +59,7 @@ class SegExportOptions:
     instance_number: int = 1
     content_label: str = "SEGMENTATION"
     content_description: str | None = None
-    content_creator_name: str = "DicomFidelity"
+    content_creator_name: str = "DicomFidelity^"
     algorithm_type: str = "MANUAL"  # default for segments that do not say; MANUAL, SEMIAUTOMATIC or AUTOMATIC
     algorithm_name: str = "DicomFidelity"
     algorithm_version: str = "0.1"

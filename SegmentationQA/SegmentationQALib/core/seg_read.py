@@ -114,6 +114,8 @@ def read_seg_dataset(path: str | Path) -> hd.seg.Segmentation:
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
         raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
+    if "SOPClassUID" not in header:
+        raise InvalidInputFileError("corrupt or not a DICOM object (no SOPClassUID)", path)
     if str(header.get("SOPClassUID", "")) not in SEGMENTATION_SOP_CLASSES:
         raise WrongModalityError(f"not a DICOM Segmentation (Modality {header.get('Modality', '?')}, "
                                  f"SOPClassUID {header.get('SOPClassUID', '?')})", path, "SOPClassUID")
@@ -137,8 +139,11 @@ def load_seg(path: str | Path, progress: ProgressCallback | None = None) -> Load
     timings = {"read": time.perf_counter() - start}
     warnings: list[str] = []
     seg_type = seg.segmentation_type.value
-    if seg.get("FrameOfReferenceUID") is None or "SharedFunctionalGroupsSequence" not in seg:
-        raise GeometryError("SEG has no patient-space geometry (no frame of reference / plane positions)", path)
+    coordinate_system = getattr(seg, "coordinate_system", None)
+    if seg.get("FrameOfReferenceUID") is None or coordinate_system is None or coordinate_system.value != "PATIENT":
+        space = coordinate_system.value if coordinate_system is not None else "none"
+        raise GeometryError(f"SEG has no patient-space geometry (coordinate system: {space}); "
+                            "slide and projection SEGs cannot be loaded as volumes", path)
     progress(0.3, "decoding frames")
     t = time.perf_counter()
     items = {int(item.SegmentNumber): item for item in seg.SegmentSequence}

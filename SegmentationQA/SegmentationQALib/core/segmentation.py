@@ -54,6 +54,12 @@ class SegmentTerminology:
     def to_json(self) -> dict:
         return {k: (v.to_json() if v is not None else None) for k, v in self.__dict__.items()}
 
+    def is_generic_default(self) -> bool:
+        """Slicer gives every new segment category and type 'Tissue' (SCT 85756007): that means 'not chosen'."""
+        tissue = ("85756007", "SCT")
+        return ((self.category.value, self.category.scheme) == tissue and (self.type.value, self.type.scheme) == tissue
+                and self.type_modifier is None and self.anatomic_region is None)
+
     def to_slicer(self, context: str = "Segmentation category and type - DICOM master list") -> str:
         """Slicer's tag value (vtkSegment 'TerminologyEntry'):
         context~category~type~typeModifier~regionContext~region~regionModifier."""

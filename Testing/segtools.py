@@ -1,0 +1,45 @@
+"""Test helpers: compare segment masks in patient space, whatever grid (order, flips, crops) each one is on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from SegmentationQALib.core.geometry import VolumeGeometry
+
+
+def patient_points(geometry: VolumeGeometry, mask: np.ndarray) -> set[tuple]:
+    """Voxel centres (LPS, rounded to 0.01 mm) of the non-zero voxels: comparable across grids."""
+    kji = np.argwhere(mask)
+    lps = geometry.index_to_lps(kji[:, ::-1].astype(float))
+    return {tuple(p) for p in np.round(lps, 2)}
+
+
+def assert_same_voxels(geometry_a, mask_a, geometry_b, mask_b, what=""):
+    a, b = patient_points(geometry_a, mask_a), patient_points(geometry_b, mask_b)
+    assert len(a) > 0, f"{what}: empty mask"
+    assert a == b, f"{what}: {len(a - b)} voxels only in A, {len(b - a)} only in B (of {len(a)}/{len(b)})"
+
+
+def dcmqi_segments(seg_path: Path, out_dir: Path) -> dict[int, tuple[VolumeGeometry, np.ndarray, str]]:
+    """Read a SEG with dcmqi's segimage2itkimage: {segment number: (geometry, mask, label)}."""
+    exe = Path(sys.executable).with_name("segimage2itkimage")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(exe), "--inputDICOM", str(seg_path), "--outputDirectory", str(out_dir), "--outputType", "nrrd"],
+                   check=True, capture_output=True, timeout=600)
+    meta = json.loads((out_dir / "meta.json").read_text())
+    result, number = {}, 0
+    for file_index, group in enumerate(meta["segmentAttributes"], start=1):
+        image = sitk.ReadImage(str(out_dir / f"{file_index}.nrrd"))
+        array = sitk.GetArrayFromImage(image)
+        geometry = VolumeGeometry.from_sitk(image)
+        for attributes in group:
+            if attributes["labelID"] == 0:  # a LABELMAP may describe its background as segment 0
+                continue
+            number += 1
+            result[number] = (geometry, array == attributes["labelID"], attributes["SegmentLabel"])
+    return result
