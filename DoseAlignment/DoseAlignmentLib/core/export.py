@@ -17,7 +17,7 @@ from SegmentationQALib.core.geometry import VolumeGeometry
 from SegmentationQALib.core.safe_write import atomic_output_file
 
 from .align import AlignmentResult
-from .rtdose import RT_DOSE_STORAGE, DoseUnits
+from .rtdose import RT_DOSE_STORAGE, DoseUnits, format_ds
 
 VOLUME_FORMATS = {".nrrd": "NRRD", ".nhdr": "NRRD", ".nii": "NIfTI", ".nii.gz": "NIfTI", ".mha": "MetaImage"}
 ARRAY_FORMATS = (*VOLUME_FORMATS, ".npz")
@@ -151,9 +151,9 @@ def build_rtdose(dose: np.ndarray, geometry: VolumeGeometry, units: DoseUnits, d
     ds.InstanceNumber = 1
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
-    ds.ImagePositionPatient = [float(f"{v:.6f}") for v in geometry.origin_lps]
-    ds.ImageOrientationPatient = [float(f"{v:.8f}") for v in geometry.image_orientation]
-    ds.PixelSpacing = [float(f"{v:.6f}") for v in geometry.pixel_spacing]
+    ds.ImagePositionPatient = format_ds(geometry.origin_lps, 6)
+    ds.ImageOrientationPatient = format_ds(geometry.image_orientation, 8)
+    ds.PixelSpacing = format_ds(geometry.pixel_spacing, 6)
     slice_step = float(np.dot(step, normal))
     ds.SliceThickness = f"{abs(slice_step):.6g}"
     ds.SamplesPerPixel = 1
@@ -161,7 +161,7 @@ def build_rtdose(dose: np.ndarray, geometry: VolumeGeometry, units: DoseUnits, d
     ds.Rows, ds.Columns = int(geometry.shape[1]), int(geometry.shape[2])
     ds.NumberOfFrames = int(geometry.shape[0])
     ds.FrameIncrementPointer = pydicom.tag.Tag("GridFrameOffsetVector")
-    ds.GridFrameOffsetVector = [float(f"{k * slice_step:.6f}") for k in range(geometry.shape[0])]
+    ds.GridFrameOffsetVector = format_ds(np.arange(geometry.shape[0]) * slice_step, 6)
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
