@@ -120,9 +120,24 @@ def read_seg_dataset(path: str | Path) -> hd.seg.Segmentation:
         raise WrongModalityError(f"not a DICOM Segmentation (Modality {header.get('Modality', '?')}, "
                                  f"SOPClassUID {header.get('SOPClassUID', '?')})", path, "SOPClassUID")
     try:
-        return hd.seg.segread(path)
+        seg = hd.seg.segread(path)
     except Exception as exc:  # truncated pixel data and malformed sequences surface as many types
         raise InvalidInputFileError(f"cannot read segmentation ({exc})", path) from exc
+    check_pixel_data_length(seg, path)
+    return seg
+
+
+def check_pixel_data_length(seg, path) -> None:
+    """Native (uncompressed) pixel data must hold every frame: catch truncated files with a clear message."""
+    if seg.file_meta.TransferSyntaxUID.is_compressed or "PixelData" not in seg:
+        return
+    frames = int(seg.get("NumberOfFrames", 1))
+    expected_bits = frames * int(seg.Rows) * int(seg.Columns) * int(seg.BitsAllocated)
+    actual = len(seg.PixelData)
+    if actual * 8 < expected_bits:
+        raise InvalidInputFileError(f"pixel data truncated: {actual} bytes for {frames} frames of "
+                                    f"{seg.Rows}x{seg.Columns} ({(expected_bits + 7) // 8} bytes expected)",
+                                    path, "PixelData")
 
 
 def geometry_from_hd_volume(volume) -> VolumeGeometry:
