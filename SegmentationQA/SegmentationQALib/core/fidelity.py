@@ -67,6 +67,7 @@ class SegmentContours:
     name: str
     slices: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
     signed_areas: dict[int, list[float]] = field(default_factory=dict, repr=False)  # >0 island, <0 hole
+    voxels: dict[int, int] = field(default_factory=dict, repr=False)  # voxels per plane the contours came from
 
     @property
     def contour_count(self) -> int:
@@ -213,6 +214,7 @@ def contour_labels(mask: np.ndarray, offset: tuple[int, int, int], index: int, n
         shift = np.array([c0, r0], dtype=float)
         result.slices[k0 + k] = [c + shift for c in contours]
         result.signed_areas[k0 + k] = [_signed_area(c) for c in contours]
+        result.voxels[k0 + k] = int(np.count_nonzero(plane))
     return result, roundtrip
 
 
@@ -363,8 +365,12 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
             thin_fraction = thin / ref_voxels if ref_voxels else 0.0
             verdict, reasons = classify(thresholds, n_orig, lost, gained, change, dice, thin, thin_fraction,
                                         contour_change, resampling_lost + resampling_gained, beyond)
+            if worst is None and verdict != Verdict.LOSSLESS and same_grid and seg_contours.slices:
+                # Nothing changes voxel-wise: show the plane whose contours enclose the least of their voxels.
+                deficit = {k: seg_contours.voxels[k] - abs(sum(a)) for k, a in seg_contours.signed_areas.items()}
+                worst = max(deficit, key=deficit.get)
             picture = None
-            if pictures and worst is not None:
+            if pictures and worst is not None and box is not None and 0 <= worst - offset[0] < original.shape[0]:
                 k = worst - offset[0]
                 picture = {"slice": worst, "offset_rows_cols": (offset[1], offset[2]),
                            "original": original[k].copy(), "roundtrip": roundtrip_mask[k].copy()}
