@@ -20,7 +20,7 @@ from SegmentationQALib.core.safe_write import atomic_output_file
 
 from .core.align import align, read_registration
 from .core.dvh import dvh_for_labels, read_labelmap, write_report
-from .core.export import output_format, write_arrays, write_rtdose
+from .core.export import output_format, publish, write_arrays, write_rtdose
 from .core.resample import Direction, Interpolation
 
 
@@ -92,6 +92,7 @@ def run_resample(args: argparse.Namespace) -> dict:
     if args.json:
         with atomic_output_file(args.json) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=2), encoding="utf-8")
+        publish(Path(args.json))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return document
