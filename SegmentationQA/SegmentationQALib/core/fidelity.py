@@ -135,6 +135,7 @@ class FidelityResult:
     same_grid: bool
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    contours: list[SegmentContours] = field(default_factory=list, repr=False)  # what an export writes, reused by it
 
     @property
     def worst_verdict(self) -> Verdict:
@@ -390,7 +391,22 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
                           segmentation_geometry=source, reference_geometry=reference, same_grid=same_grid,
                           timings={"contour_s": contoured - started, "compare_s": finished - contoured,
                                    "total_s": finished - started},
-                          warnings=warnings)
+                          warnings=warnings, contours=list(contours))
+
+
+class FidelityGateError(Exception):
+    """The fidelity check found a verdict at or above the level the caller refuses to export."""
+
+
+def gate(result: FidelityResult, fail_on: Verdict | None) -> None:
+    """Raise FidelityGateError when any segment is at least as bad as ``fail_on`` (None: never)."""
+    if fail_on is None or fail_on == Verdict.LOSSLESS:
+        return
+    bad = [s for s in result.segments if s.verdict.rank >= fail_on.rank]
+    if bad:
+        names = ", ".join(f"{s.name} ({s.verdict.value})" for s in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise FidelityGateError(f"RTSTRUCT export refused (--fail-on {fail_on.value}): {names}{more}")
 
 
 def classify(t: FidelityThresholds, n_orig: int, lost: int, gained: int, change: float, dice: float, thin: int,

@@ -106,9 +106,10 @@ class RtStructExportResult:
     rois: list[RtStructRoiReport]
     warnings: list[str]
     timings: dict[str, float]
+    reference_paths: list[str] = field(default_factory=list)  # a reference series written with the export
 
     def to_json(self) -> dict:
-        return {"path": self.path, "sop_instance_uid": self.sop_instance_uid,
+        return {"path": self.path, "sop_instance_uid": self.sop_instance_uid, "reference_paths": self.reference_paths,
                 "rois": [r.to_json() for r in self.rois], "warnings": self.warnings,
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()}}
 

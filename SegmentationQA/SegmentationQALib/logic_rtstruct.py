@@ -1,0 +1,162 @@
+"""RTSTRUCT part of the SegmentationQA logic (mixed into SegmentationQAMRMLLogic): MRML nodes in, core does the work.
+
+Imports slicer (through the host logic) but never qt. Relies on the host's ``layeredSegmentationFromNode``,
+``segmentationNodeFromLayered``, ``geometryFromVolumeNode``, ``arrayFromVolumeNode`` and ``referenceSeriesForVolume``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .core import dicom_series
+from .core.errors import ReferenceNotDicomError
+from .core.fidelity import FidelityResult, FidelityThresholds, Verdict, check_rtstruct_fidelity, gate
+from .core.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
+from .core.report_rtstruct import write_fidelity_report
+from .core.rtstruct import (
+    ReferenceImages,
+    RtStructCheckResult,
+    RtStructExportOptions,
+    RtStructExportResult,
+    RtStructLoadResult,
+    check_rtstruct,
+    load_reference,
+    read_rtstruct,
+    read_rtstruct_dataset,
+    write_rtstruct,
+)
+
+ProgressCallback = Callable[[float, str], None]
+FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
+
+
+def _noProgress(fraction: float, message: str) -> None:
+    pass
+
+
+class RtStructLogicMixin:
+    """checkRtStructFidelity, exportRtStruct, loadRtStruct, checkRtStructFile: the panel, console and CLI use these."""
+
+    def rtStructReference(self, referenceVolumeNode=None, referenceDicomFolder=None, planesFromRtStruct=None):
+        """(ReferenceImages or None, image array or None, image geometry): the planes contours go on.
+
+        From a DICOM folder (rebuilt from ``planesFromRtStruct``'s contours when the series is incomplete), else
+        from the volume node (DICOM instances, if it came from DICOM; planes only otherwise).
+        """
+        if referenceDicomFolder is not None:
+            rtstruct = read_rtstruct_dataset(planesFromRtStruct) if planesFromRtStruct else None
+            reference = load_reference(referenceDicomFolder, rtstruct)
+            image = None
+            if not reference.synthesized:
+                image = dicom_series.read_image_series(referenceDicomFolder).pixel_array()
+            return reference, image, reference.geometry
+        if referenceVolumeNode is None:
+            raise ReferenceNotDicomError("no reference: give a reference volume or a DICOM folder")
+        geometry = self.geometryFromVolumeNode(referenceVolumeNode)
+        image = self.arrayFromVolumeNode(referenceVolumeNode)
+        series = self.referenceSeriesForVolume(referenceVolumeNode)
+        if series is not None:
+            return ReferenceImages.from_series(series), image, geometry
+        return None, image, geometry
+
+    def checkRtStructFidelity(self, segmentationNode, referenceVolumeNode=None, referenceDicomFolder=None,
+                              thresholds: FidelityThresholds | None = None, reportDir=None,
+                              planesFromRtStruct=None, progress: ProgressCallback | None = None) -> FidelityResult:
+        """Per segment, what an RTSTRUCT export on the reference planes keeps (the segmentation on its own grid)."""
+        start = time.perf_counter()
+        progress = progress or _noProgress
+        reference, image, geometry = self.rtStructReference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
+        warnings: list[str] = []
+        layered = self.layeredSegmentationFromNode(segmentationNode, None, warnings)
+        readTime = time.perf_counter() - start
+        result = check_rtstruct_fidelity(layered, reference.geometry if reference else geometry, thresholds,
+                                         lambda f, m: progress(0.9 * f, m))
+        result.warnings = warnings + (reference.warnings if reference else []) + result.warnings
+        result.timings["read_inputs_s"] = readTime
+        if reportDir is not None:
+            t = time.perf_counter()
+            write_fidelity_report(result, reportDir, image, geometry)
+            result.timings["report_s"] = time.perf_counter() - t
+        result.timings["in_process_total_s"] = time.perf_counter() - start
+        progress(1.0, "fidelity check done")
+        return result
+
+    @staticmethod
+    def rtStructVerdictTable(result: FidelityResult) -> list[dict]:
+        """Rows for the panel's verdict table."""
+        return result.verdict_table()
+
+    def exportRtStruct(self, segmentationNode, referenceVolumeNode=None, outputDir=".", referenceDicomFolder=None,
+                       exportReference: bool = False, options: RtStructExportOptions | None = None,
+                       thresholds: FidelityThresholds | None = None, failOn: Verdict | None = None,
+                       planesFromRtStruct=None, referenceModality: ReferenceModality = ReferenceModality.CT,
+                       patientInfo: PatientStudyInfo | None = None, fileName: str | None = None,
+                       progress: ProgressCallback | None = None) -> tuple[RtStructExportResult, FidelityResult]:
+        """Check, then write the RTSTRUCT from the very contours checked. ``failOn`` refuses the export (raises
+        FidelityGateError, nothing written) when a segment is that bad. A reference volume not loaded from DICOM
+        is written as a new series into ``outputDir/reference`` with ``exportReference``."""
+        start = time.perf_counter()
+        progress = progress or _noProgress
+        outputDir = Path(outputDir)
+        reference, image, geometry = self.rtStructReference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
+        if reference is None and not exportReference:
+            raise ReferenceNotDicomError(
+                f"reference volume {referenceVolumeNode.GetName()!r} was not loaded from DICOM, and an RTSTRUCT must "
+                "reference DICOM images; export it as a DICOM series too (--export-reference / exportReference=True) "
+                "or give the DICOM folder it came from")
+        warnings: list[str] = []
+        layered = self.layeredSegmentationFromNode(segmentationNode, None, warnings)
+        fidelity = check_rtstruct_fidelity(layered, reference.geometry if reference else geometry, thresholds,
+                                           lambda f, m: progress(0.5 * f, m))
+        fidelity.warnings = warnings + fidelity.warnings
+        gate(fidelity, failOn)
+        referenceFolder = None
+        try:
+            if reference is None:
+                referenceFolder = outputDir / self._freeName(outputDir, "reference") if outputDir.exists() else outputDir / "reference"
+                series = write_reference_series(image, geometry, referenceFolder, referenceModality, patientInfo,
+                                                lambda f, m: progress(0.5 + 0.2 * f, m))
+                referenceVolumeNode.SetAttribute("DICOM.instanceUIDs", " ".join(series.sop_instance_uids))
+                reference = ReferenceImages.from_series(series)
+                if not reference.geometry.is_close(fidelity.reference_geometry, atol_mm=1e-4):
+                    # The writer may store the slices in the other order; contour again on the written planes.
+                    fidelity = check_rtstruct_fidelity(layered, reference.geometry, thresholds)
+            outputDir.mkdir(parents=True, exist_ok=True)
+            name = fileName or f"{_safeName(segmentationNode.GetName())}.rtstruct.dcm"
+            name = self._freeName(outputDir, name)
+            result = write_rtstruct(layered, reference, outputDir / name, options, fidelity.contours,
+                                    lambda f, m: progress(0.7 + 0.3 * f, m))
+        except BaseException:
+            if referenceFolder is not None and referenceFolder.exists():
+                shutil.rmtree(referenceFolder, ignore_errors=True)
+            raise
+        result.warnings = fidelity.warnings + result.warnings
+        result.timings["fidelity_check_s"] = fidelity.timings.get("total_s", 0.0)
+        result.timings["in_process_total_s"] = time.perf_counter() - start
+        if referenceFolder is not None:
+            result.reference_paths = [str(referenceFolder / p.name) for p in series.paths]
+        progress(1.0, "done")
+        return result, fidelity
+
+    def loadRtStruct(self, path, referenceDicomFolder, name: str | None = None,
+                     progress: ProgressCallback | None = None) -> tuple[object, RtStructLoadResult]:
+        """Read an RTSTRUCT (even-odd, voxel-centre inclusion) into a new segmentation node on the CT planes."""
+        loaded = read_rtstruct(path, referenceDicomFolder, progress)
+        t = time.perf_counter()
+        node = self.segmentationNodeFromLayered(loaded.segmentation, name or Path(path).name.split(".")[0])
+        if loaded.reference.frame_of_reference_uid:
+            node.SetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE, loaded.reference.frame_of_reference_uid)
+        loaded.timings["create_segmentation_node_s"] = time.perf_counter() - t
+        return node, loaded
+
+    def checkRtStructFile(self, path, referenceDicomFolder) -> RtStructCheckResult:
+        """Check an existing RTSTRUCT against its CT (planes, closure, self-intersection, duplicates, frame)."""
+        return check_rtstruct(path, referenceDicomFolder)
+
+
+def _safeName(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+    return cleaned or "segmentation"
