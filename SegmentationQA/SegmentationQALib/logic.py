@@ -29,6 +29,7 @@ from .core.errors import (
     DicomFidelityError,
     GeometryError,
     InvalidInputFileError,
+    MissingTagError,
     OverlapError,
     ReferenceNotDicomError,
     WrongModalityError,
@@ -126,6 +127,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         path = Path(path)
         if not path.is_file():
             raise InvalidInputFileError("no such file", path)
+        _checkImageHeader(path)
         node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or path.name.split(".")[0])
         storage = self.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
         storage.SetFileName(str(path))
@@ -172,6 +174,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         suffix = _suffix(path)
         name = name or path.name.split(".")[0]
         if suffix in SEGMENTATION_SUFFIXES:
+            _checkImageHeader(path)  # teem aborts the process on a corrupt header; SimpleITK raises instead
             node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
             storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
             storage.SetFileName(str(path))
@@ -324,9 +327,9 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             return result
         layered = LayeredSegmentation(geometry, [array], [])
         resampled, changed = layered.resampled_to(target)
-        if changed and warnings is not None:
+        if warnings is not None and (changed or not target.is_reindexing_of(geometry)):
             warnings.append(f"segmentation {name!r} was resampled onto the reference grid; {changed} voxels changed "
-                            f"(of {int(np.count_nonzero(array))} segmented)")
+                            f"(of {int(np.count_nonzero(array))} segmented, counted on the segmentation's own grid)")
         return resampled.layers[0]
 
     def segmentationNodeFromLayered(self, layered: LayeredSegmentation, name: str = "Segmentation",
@@ -424,20 +427,28 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         try:
             series = self.referenceSeriesForVolume(referenceVolumeNode, referenceDicomFolder)
             referencePaths: list[str] = []
-            if series is None:
-                if referenceVolumeNode is None:
+            unreferenceable = dicom_series.first_missing_reference_uid(series) if series is not None else None
+            if series is None or unreferenceable:
+                if series is None and referenceVolumeNode is None:
                     raise ReferenceNotDicomError("no reference: give a reference volume or a DICOM folder")
                 if not exportReference:
+                    if unreferenceable:
+                        raise MissingTagError(
+                            "the reference series cannot be referenced (UID blanked, e.g. by anonymisation); export "
+                            "it as a new DICOM series (--export-reference / exportReference=True)", *unreferenceable)
                     raise ReferenceNotDicomError(
                         f"reference volume {referenceVolumeNode.GetName()!r} was not loaded from DICOM, and a SEG must "
                         "reference DICOM images; export it as a DICOM series too (--export-reference / "
                         "exportReference=True) or give the DICOM folder it came from")
                 progress(0.05, "writing reference series")
+                if series is not None:
+                    volume, geometry = series.pixel_array(), series.geometry
+                else:
+                    volume = self.arrayFromVolumeNode(referenceVolumeNode)
+                    geometry = self.geometryFromVolumeNode(referenceVolumeNode)
                 seriesFolder = self._freeName(outputDir, "reference")
-                series = write_reference_series(
-                    self.arrayFromVolumeNode(referenceVolumeNode), self.geometryFromVolumeNode(referenceVolumeNode),
-                    staging / seriesFolder, referenceModality, patientInfo,
-                    lambda f, m: progress(0.05 + 0.25 * f, m))
+                series = write_reference_series(volume, geometry, staging / seriesFolder, referenceModality,
+                                                patientInfo, lambda f, m: progress(0.05 + 0.25 * f, m))
                 referencePaths = [str(outputDir / seriesFolder / p.name) for p in series.paths]
             if options.expected_frame_of_reference_uid is None:
                 options.expected_frame_of_reference_uid = segmentationNode.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
@@ -492,6 +503,19 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         result = SegLoadResult(str(path), loaded.seg_type, loaded.segment_reports(), loaded.frame_of_reference_uid,
                                loaded.referenced_series_uid, None, loaded.warnings, timings)
         return node, result
+
+
+def _checkImageHeader(path: Path) -> None:
+    """Read only the header with SimpleITK, so a corrupt file is a Python error and not a crash in C++."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise InvalidInputFileError(f"corrupt or unsupported image file ({detail[:200]})", path) from exc
 
 
 def _segmentTag(segment, name: str) -> str | None:

@@ -91,6 +91,21 @@ class ImageSeries:
         return volume
 
 
+REFERENCE_UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+
+
+def first_missing_reference_uid(series: ImageSeries) -> tuple[Path, str] | None:
+    """(file, keyword) of the first UID a SEG/RTSTRUCT needs to reference this series but that is empty.
+
+    Over-zealous anonymisation blanks these; such a series can be displayed but not referenced.
+    """
+    for ds, path in zip(series.datasets, series.paths):
+        for keyword in REFERENCE_UID_KEYWORDS:
+            if not str(ds.get(keyword, "") or "").strip():
+                return path, keyword
+    return None
+
+
 def sort_along_normal(datasets: Sequence[Dataset], paths: Sequence[Path]) -> tuple[list[Dataset], list[Path], np.ndarray]:
     """Sort slices by their position along the slice normal; returns the sorted positions along it too."""
     orientation = np.asarray(datasets[0].ImageOrientationPatient, dtype=float)

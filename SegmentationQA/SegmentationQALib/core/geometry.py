@@ -123,6 +123,15 @@ class VolumeGeometry:
         corners = np.vstack([corners, [[1, 0, 0], [0, 1, 0], [0, 0, 1]]])
         return bool(np.allclose(self.index_to_lps(corners), other.index_to_lps(corners), atol=atol_mm))
 
+    def is_reindexing_of(self, other: VolumeGeometry, atol: float = 1e-3) -> bool:
+        """True when every voxel centre of ``other`` is a voxel centre of this grid (axes permuted or flipped, any
+        integer offset): moving data between the two is a copy, not an interpolation."""
+        mapping = np.linalg.inv(self.affine_lps) @ other.affine_lps
+        linear, offset = mapping[:3, :3], mapping[:3, 3]
+        signed_permutation = np.allclose(np.abs(linear).sum(axis=0), 1, atol=atol) and np.allclose(
+            np.abs(linear), np.round(np.abs(linear)), atol=atol)
+        return bool(signed_permutation and np.allclose(offset, np.round(offset), atol=atol))
+
     def to_sitk(self, array: np.ndarray):
         """A SimpleITK image of ``array`` (indexed [k, j, i]) with this geometry (SimpleITK is LPS too)."""
         import SimpleITK as sitk
