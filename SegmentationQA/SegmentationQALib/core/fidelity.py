@@ -173,7 +173,7 @@ def resample_labels(labels: np.ndarray, source: VolumeGeometry, target: VolumeGe
     kji = flip @ ijk @ flip
     # order=0 rounds to the nearest source voxel; a tiny bias keeps exact half-way points deterministic.
     return ndimage.affine_transform(labels, kji[:3, :3], offset=kji[:3, 3] + 1e-7, output_shape=target.shape,
-                                    order=0, mode="constant", cval=0)
+                                    order=0, mode="grid-constant", cval=0)
 
 
 def _object_slices(labels: np.ndarray) -> list:
