@@ -1,0 +1,178 @@
+"""DoseAlignment: RTDOSE onto the CT grid (and back) with every geometry rule right. Thin Slicer shell over
+DoseAlignmentLib (logic.py for MRML, core/ for the work); keep behaviour there so it is tested without the GUI."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import qt
+import slicer
+from DoseAlignmentLib.core.resample import Direction, Interpolation
+from DoseAlignmentLib.logic import DoseAlignmentMRMLLogic
+from SegmentationQALib.core.errors import DicomFidelityError
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+class DoseAlignment(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "DoseAlignment"
+        self.parent.categories = ["Radiotherapy"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["DicomFidelity contributors"]
+        self.parent.helpText = (
+            "Resample RTDOSE onto a CT grid (or the CT onto the dose grid) honouring orientation, non-uniform and "
+            "absolute frame offsets and (row, column) pixel spacing; sum per-beam doses; export NRRD/NIfTI/.npz, an "
+            "RTDOSE on the CT grid, DVHs and an HTML report. Also available as the 'dosealign' command line tool.")
+        self.parent.acknowledgementText = "DicomFidelity, BSD-3-Clause."
+
+
+class DoseAlignmentLogic(ScriptedLoadableModuleLogic, DoseAlignmentMRMLLogic):
+    """The module logic: all behaviour lives in DoseAlignmentMRMLLogic."""
+
+    def __init__(self, scene=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        DoseAlignmentMRMLLogic.__init__(self, scene if scene is not None else slicer.mrmlScene)
+
+
+class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DoseAlignment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DoseAlignmentLogic()
+        for direction in Direction:
+            self.ui.directionComboBox.addItem(direction.value)
+        for interpolation in Interpolation:
+            self.ui.interpolationComboBox.addItem(interpolation.value)
+        self.ui.doseFilesBrowseButton.connect("clicked(bool)", self.onBrowseDose)
+        self.ui.resampleButton.connect("clicked(bool)", self.onResample)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.exportRtDoseButton.connect("clicked(bool)", self.onExportRtDose)
+        self.ui.dvhButton.connect("clicked(bool)", self.onDvh)
+        self.doseNode = None
+        self.layout.addStretch(1)
+
+    def onBrowseDose(self):
+        paths = qt.QFileDialog.getOpenFileNames(None, "RTDOSE files", "", "DICOM (*.dcm);;All files (*)")
+        if paths:
+            self.ui.doseFilesLineEdit.text = ";".join(paths)
+
+    def _progress(self, fraction, message):
+        self.ui.progressBar.value = int(100 * fraction)
+        self.ui.progressBar.setFormat(message)
+        slicer.app.processEvents()
+
+    def _show(self, data):
+        lines = [f"{k}: {v}" for k, v in data.items() if k not in ("geometry", "doses", "statistics")]
+        self.ui.resultTextEdit.setPlainText("\n".join(lines))
+
+    def onResample(self):
+        doses = [p for p in self.ui.doseFilesLineEdit.text.split(";") if p.strip()] or \
+            ([self.ui.doseNodeSelector.currentNode()] if self.ui.doseNodeSelector.currentNode() else [])
+        with slicer.util.tryWithErrorDisplay("Dose alignment failed.", waitCursor=True):
+            if not doses:
+                raise DicomFidelityError("choose RTDOSE files or a dose volume")
+            self.doseNode, referenceNode, result = self.logic.resampleDose(
+                doses, self.ui.referenceSelector.currentNode(), self.ui.transformSelector.currentNode(),
+                self.ui.directionComboBox.currentText, self.ui.interpolationComboBox.currentText,
+                self.ui.outsideValueSpinBox.value, progressCallback=self._progress)
+            background = referenceNode or self.ui.referenceSelector.currentNode()
+            slicer.util.setSliceViewerLayers(background=background, foreground=self.doseNode, foregroundOpacity=0.5)
+            self._show(result.to_json())
+
+    def onExport(self):
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            path = self.ui.exportPathLineEdit.currentPath
+            referencePath = None
+            if not path.lower().endswith(".npz"):
+                stem, suffix = (path[:-7], ".nii.gz") if path.lower().endswith(".nii.gz") else os.path.splitext(path)
+                referencePath = f"{stem}_ct{suffix}"
+            self._show(self.logic.exportAligned(path, referencePath=referencePath))
+
+    def onExportRtDose(self):
+        with slicer.util.tryWithErrorDisplay("RTDOSE export failed.", waitCursor=True):
+            self._show({"rtdose": self.logic.exportRtDose(self.ui.rtDosePathLineEdit.currentPath)})
+
+    def onDvh(self):
+        with slicer.util.tryWithErrorDisplay("DVH failed.", waitCursor=True):
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                slicer.util.pip_install("matplotlib")
+            segments = self.ui.segmentationSelector.currentNode()
+            labelmap = segments
+            if segments is not None and segments.IsA("vtkMRMLSegmentationNode"):
+                labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "DVH labels")
+                slicer.modules.segmentations.logic().ExportVisibleSegmentsToLabelmapNode(segments, labelmap, self.doseNode)
+            reference = self.ui.referenceSelector.currentNode()
+            referenceArray = self.logic.arrayFromVolumeNode(reference) if reference is not None and \
+                self.logic.geometryFromVolumeNode(reference).is_close(self.logic.geometryFromVolumeNode(self.doseNode)) else None
+            curves, outputs = self.logic.computeDvh(self.doseNode, labelmap, self.ui.reportPathLineEdit.currentPath or None,
+                                                    referenceArray=referenceArray)
+            self.logic.dvhTableNode(curves)
+            self._show({c.name: c.to_json() for c in curves} | outputs)
+
+
+class DoseAlignmentTest(ScriptedLoadableModuleTest):
+    """Self-test: a linear dose on a non-uniform, anisotropic RTDOSE must land on a CT grid to 1e-3 Gy."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self):
+        self.setUp()
+        self.test_LinearDoseOnNonUniformGrid()
+
+    def test_LinearDoseOnNonUniformGrid(self):
+        from DoseAlignmentLib.core import synthetic
+        from pydicom.uid import generate_uid
+        from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
+
+        self.delayDisplay("Writing synthetic CT and RTDOSE")
+        folder = Path(tempfile.mkdtemp(prefix="DoseAlignmentTest"))
+        uid = generate_uid()
+        field = synthetic.linear_field()
+        ct = VolumeGeometry((12, 20, 22), affine_from_dicom([-30.0, -28.0, -18.0], [1, 0, 0, 0, 1, 0], [2.8, 2.6], 3.0))
+        synthetic.write_ct_series(folder / "ct", ct, uid)
+        dose = synthetic.write_rtdose(folder / "dose.dcm", field, [-20.0, -20.0, -12.0], [1, 0, 0, 0, 1, 0], [2.0, 3.0],
+                                      12, 14, [0, 2, 5, 7, 12, 15, 21], uid)
+        logic = DoseAlignmentLogic()
+        ctNode = logic.volumeNodeFromArray(synthetic_ct_array(folder / "ct"), ct, "CT")
+        ctNode.SetAttribute("DICOM.FrameOfReferenceUID", uid)
+        doseNode, _, result = logic.resampleDose([dose], ctNode)
+        values = logic.arrayFromVolumeNode(doseNode)
+        k, j, i = np.nonzero(result.inside_dose_grid)
+        points = ct.index_to_lps(np.stack([i, j, k], -1))
+        grid = result.dose_grids[0]
+        rel = points - grid.image_position
+        strict = ((rel @ grid.image_orientation[:3] <= (grid.shape[2] - 1) * grid.pixel_spacing[1])
+                  & (rel @ grid.image_orientation[3:] <= (grid.shape[1] - 1) * grid.pixel_spacing[0])
+                  & (rel @ grid.image_orientation[:3] >= 0) & (rel @ grid.image_orientation[3:] >= 0)
+                  & (rel @ grid.normal >= 0) & (rel @ grid.normal <= 21))
+        error = np.abs(values[k, j, i][strict] - field(points[strict]))
+        self.assertGreater(strict.sum(), 100)
+        self.assertLess(float(error.max()), 1e-3)
+        self.delayDisplay(f"Test passed: max error {error.max():.2e} Gy")
+
+
+def synthetic_ct_array(folder):
+    from DoseAlignmentLib.core.align import read_reference
+
+    return read_reference(folder).array()
