@@ -1,0 +1,31 @@
+"""The Slicer shell cannot run here, so check what would break it at load time: CMake lists, UI names, resources."""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+MODULE = Path(__file__).resolve().parents[2] / "DoseAlignment"
+
+
+def test_cmake_lists_every_python_file_and_resource():
+    text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "DoseAlignment")
+    listed = set(re.findall(r"^\s*(\S+\.py)\s*$", text, re.M))
+    actual = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*.py")}
+    assert listed == actual
+    for resource in ("Resources/Icons/DoseAlignment.png", "Resources/UI/DoseAlignment.ui", "Resources/requirements.txt"):
+        assert resource in text and (MODULE / resource).is_file()
+    assert (MODULE / "Resources/Icons/DoseAlignment.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_widget_uses_only_names_the_ui_defines():
+    names = {w.get("name") for w in ET.parse(MODULE / "Resources/UI/DoseAlignment.ui").iter("widget")}
+    source = (MODULE / "DoseAlignment.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and used <= names, used - names
+    tree = ast.parse(source)
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {"DoseAlignment", "DoseAlignmentWidget", "DoseAlignmentLogic", "DoseAlignmentTest"} <= classes
+    assert "import qt" not in (MODULE / "DoseAlignmentLib/logic.py").read_text()
