@@ -46,7 +46,7 @@ cmd=${1:-help}; shift || true
 case "$cmd" in
   demo)
     make_venv .venv
-    exec .venv/bin/python -m SegmentationQALib.demo "$@"
+    exec .venv/bin/python demo.py "$@"
     ;;
   test)
     system_packages
