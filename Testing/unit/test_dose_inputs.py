@@ -157,3 +157,20 @@ def test_cli_json_result(tmp_path, ct_folder, capsys):
     assert data["max_dose_in"] > 0 and 0 <= data["fraction_outside"] <= 1
     assert {"read_dose", "resample", "write", "total"} <= set(data["timings_s"])
     assert isinstance(data["warnings"], list)
+
+
+def test_cli_registration_matrix_for_another_frame_of_reference(tmp_path, ct_folder, capsys):
+    other = dose(tmp_path / "otherfor.dcm", frame_of_reference_uid=generate_uid())
+    matrix = np.eye(4)
+    matrix[:3, 3] = [2.0, -1.0, 0.5]  # dose-frame point + t = CT-frame point (LPS mm)
+    np.savetxt(tmp_path / "dose_to_ct.txt", matrix)
+    code, err, output, result_json = run_cli(tmp_path, [other], ct_folder, capsys,
+                                             ["--registration", str(tmp_path / "dose_to_ct.txt")])
+    assert code == 0, err
+    plain = align([dose(tmp_path / "same.dcm")], ct_folder, registration=matrix)
+    import SimpleITK as sitk
+
+    assert np.allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(output))), plain.dose, atol=1e-6)
+    (tmp_path / "bad.txt").write_text("1 0 0\n0 1 0\n")
+    code, err, output2, _ = run_cli(tmp_path / "b", [other], ct_folder, capsys, ["--registration", str(tmp_path / "bad.txt")])
+    assert code == 2 and "bad.txt" in err and "4x4" in err and not output2.exists()
