@@ -15,13 +15,21 @@ import sys
 import time
 from pathlib import Path
 
-from SegmentationQALib.core.errors import DicomFidelityError
-from SegmentationQALib.core.safe_write import atomic_output_file
+if __name__ == "__main__" and not __package__:
+    # Run as a file (`Slicer --no-main-window --python-script .../cli.py ...`): make the packages importable. In an
+    # installed extension both libraries sit in one qt-scripted-modules folder; in the source tree they are siblings.
+    _here = Path(__file__).resolve().parent
+    sys.path[:0] = [str(_here.parent), str(_here.parent.parent / "SegmentationQA")]
+    __package__ = "DoseAlignmentLib"
+    import DoseAlignmentLib  # noqa: F401
 
-from .core.align import align, read_registration
-from .core.dvh import dvh_for_labels, read_labelmap, write_report
-from .core.export import output_format, publish, write_arrays, write_rtdose
-from .core.resample import Direction, Interpolation
+from SegmentationQALib.core.errors import DicomFidelityError  # noqa: E402
+from SegmentationQALib.core.safe_write import atomic_output_file  # noqa: E402
+
+from .core.align import align, read_registration  # noqa: E402
+from .core.dvh import dvh_for_labels, read_labelmap, write_report  # noqa: E402
+from .core.export import output_format, publish, write_arrays, write_rtdose  # noqa: E402
+from .core.resample import Direction, Interpolation  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
