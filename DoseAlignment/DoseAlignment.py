@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import qt
 import slicer
-from DoseAlignmentLib.core.resample import Direction, Interpolation
-from DoseAlignmentLib.logic import DoseAlignmentMRMLLogic
-from SegmentationQALib.core.errors import DicomFidelityError
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTransformNode
+from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -20,6 +19,10 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from DoseAlignmentLib.core.resample import Direction, Interpolation
+from DoseAlignmentLib.logic import DoseAlignmentMRMLLogic
+from SegmentationQALib.core.errors import DicomFidelityError
 
 
 class DoseAlignment(ScriptedLoadableModule):
@@ -34,6 +37,17 @@ class DoseAlignment(ScriptedLoadableModule):
             "absolute frame offsets and (row, column) pixel spacing; sum per-beam doses; export NRRD/NIfTI/.npz, an "
             "RTDOSE on the CT grid, DVHs and an HTML report. Also available as the 'dosealign' command line tool.")
         self.parent.acknowledgementText = "DicomFidelity, BSD-3-Clause."
+
+
+@parameterNodeWrapper
+class DoseAlignmentParameterNode:
+    """Panel state saved with the scene."""
+
+    referenceVolume: vtkMRMLScalarVolumeNode
+    registration: vtkMRMLTransformNode
+    direction: str = Direction.DOSE_TO_CT.value
+    interpolation: str = Interpolation.LINEAR.value
+    outsideValue: float = 0.0
 
 
 class DoseAlignmentLogic(ScriptedLoadableModuleLogic, DoseAlignmentMRMLLogic):
@@ -68,6 +82,8 @@ class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.dvhButton.connect("clicked(bool)", self.onDvh)
         self.doseNode = None
         self.layout.addStretch(1)
+        self._parameterNode = DoseAlignmentParameterNode(self.logic.getParameterNode())
+        self._parameterNode.connectGui(self.ui)
 
     def onBrowseDose(self):
         paths = qt.QFileDialog.getOpenFileNames(None, "RTDOSE files", "", "DICOM (*.dcm);;All files (*)")
@@ -141,8 +157,9 @@ class DoseAlignmentTest(ScriptedLoadableModuleTest):
         self.test_LinearDoseOnNonUniformGrid()
 
     def test_LinearDoseOnNonUniformGrid(self):
-        from DoseAlignmentLib.core import synthetic
         from pydicom.uid import generate_uid
+
+        from DoseAlignmentLib.core import synthetic
         from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
 
         self.delayDisplay("Writing synthetic CT and RTDOSE")

@@ -251,6 +251,7 @@ class SegmentationQATest(ScriptedLoadableModuleTest):
 
     def test_exportAndLoadSeg(self):
         import numpy as np
+
         from SegmentationQALib.core.geometry import VolumeGeometry
         from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
 from SegmentationQALib.core.geometry import VolumeGeometry
 
 

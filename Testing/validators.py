@@ -19,10 +19,16 @@ def dciodvfy_executable() -> str:
 
 
 def dciodvfy_errors(path: str | Path) -> list[str]:
-    """Error lines dciodvfy reports for one file (warnings are not errors)."""
+    """Error lines dciodvfy reports for one file (warnings are not errors).
+
+    A crash or an unidentified object counts as an error too, so a validator that did not run never passes.
+    """
     result = subprocess.run([dciodvfy_executable(), "-new", str(path)], capture_output=True, text=True, timeout=300)
     lines = (result.stdout + result.stderr).splitlines()
-    return [line for line in lines if line.startswith("Error")]
+    errors = [line for line in lines if line.startswith("Error") or "Assertion" in line]
+    if result.returncode not in (0, 1) or not any(line and not line.startswith(("Error", "Warning")) for line in lines):
+        errors.append(f"dciodvfy did not complete (exit {result.returncode}): {lines[-3:]}")
+    return errors
 
 
 def assert_dciodvfy_clean(paths) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
+from vtk.util import numpy_support
+
 from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError
 from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry
-from vtk.util import numpy_support
 
 from .core.align import AlignmentResult, Reference, align
 from .core.dvh import DvhCurve, dvh_for_labels, write_report

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "SegmentationQA"), str(REPO / "Testing")]
 
 from conftest import shared_data_dir  # noqa: E402
+
 from SegmentationQALib.core.fidelity import check_rtstruct_fidelity, resample_labels  # noqa: E402
 from SegmentationQALib.core.geometry import VolumeGeometry  # noqa: E402
 from SegmentationQALib.core.reference_series import write_reference_series  # noqa: E402

@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from pydicom.uid import generate_uid
+
 from DoseAlignmentLib.core import synthetic
 from DoseAlignmentLib.core.align import read_reference
 from DoseAlignmentLib.core.rtdose import read_rtdose
-from pydicom.uid import generate_uid
 from SegmentationQALib.core.errors import FrameOfReferenceMismatchError, GeometryError
 from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry, affine_from_dicom
 from validators import assert_dciodvfy_clean

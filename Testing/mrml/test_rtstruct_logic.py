@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pydicom
 import pytest
+
 from SegmentationQALib import cli
 from SegmentationQALib.core.fidelity import FidelityGateError, Verdict
 from SegmentationQALib.core.geometry import VolumeGeometry

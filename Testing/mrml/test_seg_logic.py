@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+
 from SegmentationQALib.core import dicom_series
 from SegmentationQALib.core.errors import MissingTagError, OverlapError, ReferenceNotDicomError
 from SegmentationQALib.core.seg_options import SegExportOptions, SegType

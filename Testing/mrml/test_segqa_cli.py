@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from SegmentationQALib import cli
 from validators import assert_dciodvfy_clean
 

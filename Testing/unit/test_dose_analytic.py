@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydicom.uid import generate_uid
+
 from DoseAlignmentLib.core import synthetic
 from DoseAlignmentLib.core.align import align, read_reference
 from DoseAlignmentLib.core.resample import Direction, Interpolation
 from DoseAlignmentLib.core.rtdose import OffsetKind, read_rtdose
-from pydicom.uid import generate_uid
 from SegmentationQALib.core.errors import FrameOfReferenceMismatchError
 from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
 

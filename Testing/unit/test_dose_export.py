@@ -10,13 +10,14 @@ import nrrd
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from pydicom.uid import generate_uid
+
 from DoseAlignmentLib.cli import main
 from DoseAlignmentLib.core import synthetic
 from DoseAlignmentLib.core.align import align
 from DoseAlignmentLib.core.dvh import cumulative_dvh
 from DoseAlignmentLib.core.export import write_arrays, write_rtdose
 from DoseAlignmentLib.core.rtdose import read_rtdose
-from pydicom.uid import generate_uid
 from SegmentationQALib.core.errors import GeometryError
 from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry, affine_from_dicom
 from validators import assert_dciodvfy_clean

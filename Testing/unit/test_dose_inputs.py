@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
+
 from DoseAlignmentLib.cli import main
 from DoseAlignmentLib.core import synthetic
 from DoseAlignmentLib.core.align import align
 from DoseAlignmentLib.core.rtdose import DoseGrid, check_summable, read_rtdose
-from pydicom.uid import generate_uid
 from SegmentationQALib.core.errors import MissingTagError, UnitsMismatchError
 from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
 

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from DoseAlignmentLib.core.align import align
 from DoseAlignmentLib.core.export import write_rtdose
 from DoseAlignmentLib.core.rtdose import read_rtdose

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+
 from SegmentationQALib.core import dicom_series
 from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError, WrongModalityError
 from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom

@@ -11,6 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 from matplotlib.path import Path as MplPath
+from skimage.draw import polygon as sk_polygon
+
 from SegmentationQALib.core.fidelity import (
     FidelityGateError,
     FidelityThresholds,
@@ -24,7 +26,6 @@ from SegmentationQALib.core.report_rtstruct import write_fidelity_report
 from SegmentationQALib.core.rtstruct import read_rtstruct, write_rtstruct
 from SegmentationQALib.core.rtstruct_contours import rasterize_contours, slice_contours
 from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
-from skimage.draw import polygon as sk_polygon
 from validators import assert_dciodvfy_clean
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+
 from SegmentationQALib.core.errors import InvalidInputFileError, WrongModalityError
 from SegmentationQALib.core.fidelity import check_rtstruct_fidelity
 from SegmentationQALib.core.rtstruct import IssueKind, check_rtstruct, read_rtstruct, write_rtstruct

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from segtools import assert_same_voxels, dcmqi_segments
+
 from SegmentationQALib.core import dicom_series
 from SegmentationQALib.core.errors import (
     EmptySegmentationError,
@@ -25,6 +25,7 @@ from SegmentationQALib.core.seg_export import write_seg
 from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
 from SegmentationQALib.core.seg_read import load_seg
 from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+from segtools import assert_same_voxels, dcmqi_segments
 from validators import assert_dciodvfy_clean
 
 TOTALSEG = "totalsegmentator/reference_files"

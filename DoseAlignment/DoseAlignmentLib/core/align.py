@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
 from SegmentationQALib.core.dicom_series import ImageSeries, read_image_series
 from SegmentationQALib.core.errors import FrameOfReferenceMismatchError, GeometryError, InvalidInputFileError
 from SegmentationQALib.core.geometry import VolumeGeometry

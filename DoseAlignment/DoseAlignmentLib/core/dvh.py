@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
 from SegmentationQALib.core.errors import EmptySegmentationError, GeometryError, InvalidInputFileError
 from SegmentationQALib.core.geometry import VolumeGeometry
 from SegmentationQALib.core.safe_write import atomic_output_dir

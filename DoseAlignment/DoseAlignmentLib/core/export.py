@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
 from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError
 from SegmentationQALib.core.geometry import VolumeGeometry
 from SegmentationQALib.core.safe_write import atomic_output_file

@@ -17,6 +17,7 @@ from enum import Enum
 
 import numpy as np
 import SimpleITK as sitk
+
 from SegmentationQALib.core.errors import GeometryError
 from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
 

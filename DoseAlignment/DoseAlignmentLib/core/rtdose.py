@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+
 from SegmentationQALib.core.dicom_series import read_header, require
 from SegmentationQALib.core.errors import (
     FrameOfReferenceMismatchError,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
 from SegmentationQALib.core.geometry import VolumeGeometry
 
 from .rtdose import RT_DOSE_STORAGE, format_ds
