@@ -197,3 +197,48 @@ def test_bad_inputs_leave_no_file(shared_data, tmp_path, totalseg_case):
     truncated.write_bytes((shared_data / "dcmqi/segmentations/liver.dcm").read_bytes()[:-5000])
     with pytest.raises(InvalidInputFileError, match="truncated.dcm"):
         load_seg(truncated)
+
+
+def assert_same_loaded(fast, reference, what):
+    assert fast.seg_type == reference.seg_type
+    assert [s.name for s in fast.layered.segments] == [s.name for s in reference.layered.segments], what
+    assert [s.terminology for s in fast.layered.segments] == [s.terminology for s in reference.layered.segments]
+    assert np.allclose([s.color for s in fast.layered.segments], [s.color for s in reference.layered.segments])
+    assert fast.frame_of_reference_uid == reference.frame_of_reference_uid
+    for index in range(len(fast.layered.segments)):
+        a, b = reference.layered.mask(index), fast.layered.mask(index)
+        if a.any() or b.any():
+            assert_same_voxels(reference.layered.geometry, a, fast.layered.geometry, b, f"{what} segment {index + 1}")
+
+
+def test_fast_binary_reader_matches_highdicom_on_samples(shared_data):
+    used_fast = 0
+    for path in sample_segs(shared_data):
+        fast, reference = load_seg(path), load_seg(path, fast=False)
+        used_fast += "decode_assemble" in fast.timings
+        assert_same_loaded(fast, reference, path)
+    assert used_fast >= 5  # the uncompressed BINARY samples take the fast path
+
+
+def test_fast_binary_reader_many_overlapping_segments(shared_data, tmp_path):
+    """300 segments, half of them overlapping others, odd-sized frames (bits not byte-aligned)."""
+    series = dicom_series.read_image_series(shared_data / "dcmqi/segmentations/23x38x3/image")
+    shape = series.geometry.shape
+    assert (shape[1] * shape[2]) % 8 != 0
+    rng = np.random.default_rng(1)
+    layers = [np.zeros(shape, np.uint16), np.zeros(shape, np.uint16)]
+    segments = []
+    for number in range(1, 301):
+        layer = number % 2
+        k, r, c = rng.integers(0, shape[0]), rng.integers(0, shape[1] - 3), rng.integers(0, shape[2] - 3)
+        layers[layer][k, r:r + 3, c:c + 3] = number // 2 + 1 if layer else (number + 1) // 2
+        segments.append(Segment(f"s{number}", layer, int(layers[layer][k, r, c]), tuple(rng.random(3))))
+    layered = LayeredSegmentation(series.geometry, layers, segments)
+    counts = layered.voxel_counts()
+    kept = [i for i, count in enumerate(counts) if count]
+    result = write_seg(layered, series, tmp_path / "many.dcm", SegExportOptions(seg_type=SegType.BINARY))
+    fast, reference = load_seg(result.seg_path), load_seg(result.seg_path, fast=False)
+    assert "decode_assemble" in fast.timings
+    assert_same_loaded(fast, reference, "many")
+    for out_index, in_index in enumerate(kept):
+        assert_same_voxels(series.geometry, layered.mask(in_index), fast.layered.geometry, fast.layered.mask(out_index))

@@ -1,0 +1,181 @@
+"""Fast path for reading uncompressed BINARY SEGs into label layers.
+
+highdicom decodes every 1-bit frame into its own array and builds one full volume per segment; with hundreds of
+segments that is most of the load time and memory. Here the bit-packed pixel data is unpacked one segment at a
+time, only the rows and columns a segment touches are compared and written, and segments that the file declares
+non-overlapping go straight into one layer. Anything unusual (compressed BINARY, per-frame orientation, irregular
+slice positions, fractional) returns None, and the caller uses the highdicom path.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from .geometry import VolumeGeometry, affine_from_dicom
+from .segmentation import LayeredSegmentation
+
+POSITION_TOLERANCE_MM = 1e-3
+
+
+def _shared_item(ds: Dataset, sequence: str):
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if not shared or sequence not in shared[0] or not shared[0][sequence]:
+        return None
+    return shared[0][sequence][0]
+
+
+# Explicit VR little endian encodings of ImagePositionPatient (0020,0032) DS and ReferencedSegmentNumber
+# (0062,000B) US, the two per-frame attributes the layout needs.
+_POSITION = re.compile(rb"\x20\x00\x32\x00DS(..)", re.DOTALL)
+_SEGMENT = re.compile(rb"\x62\x00\x0b\x00US\x02\x00(..)", re.DOTALL)
+
+
+def bulk_frame_attributes(ds: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frame positions and segment numbers scanned straight from the still-unparsed per-frame sequence bytes.
+
+    pydicom would build a Dataset per frame item (most of the load time for thousands of frames). Only used
+    when the sequence is still raw, explicit VR little endian, and yields exactly one value of each per frame.
+    """
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is not False or little is not True:
+        return None
+    element = ds.get_item("PerFrameFunctionalGroupsSequence")
+    raw = getattr(element, "value", None)
+    if not isinstance(raw, (bytes, bytearray)):
+        return None
+    frames = int(ds.get("NumberOfFrames", 0))
+    positions = []
+    for match in _POSITION.finditer(raw):
+        length = int.from_bytes(match.group(1), "little")
+        text = raw[match.end(): match.end() + length].decode("ascii", "replace").strip(" \x00")
+        values = text.split("\\")
+        if len(values) != 3:
+            return None
+        positions.append([float(v) for v in values])
+    segments = [int.from_bytes(m.group(1), "little") for m in _SEGMENT.finditer(raw)]
+    if len(positions) != frames or len(segments) != frames:
+        return None
+    return np.asarray(positions, dtype=float), np.asarray(segments, dtype=np.int64)
+
+
+def frame_layout(ds: Dataset):
+    """Per-frame segment numbers and slice indices, and the regular grid they lie on; None if not regular."""
+    orientation_item = _shared_item(ds, "PlaneOrientationSequence")
+    measures = _shared_item(ds, "PixelMeasuresSequence")
+    if orientation_item is None or measures is None or "PixelSpacing" not in measures:
+        return None
+    orientation = np.asarray(orientation_item.ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    bulk = bulk_frame_attributes(ds)
+    if bulk is not None:
+        positions, segment_numbers = bulk
+    else:
+        frames = ds.PerFrameFunctionalGroupsSequence
+        positions = np.empty((len(frames), 3))
+        segment_numbers = np.empty(len(frames), dtype=np.int64)
+        for index, item in enumerate(frames):
+            if "PlanePositionSequence" not in item or "SegmentIdentificationSequence" not in item:
+                return None
+            positions[index] = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+            segment_numbers[index] = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    distances = positions @ normal
+    unique = np.unique(np.round(distances, 4))
+    if unique.size > 1:
+        step = float(np.min(np.diff(unique)))
+        indices = np.rint((distances - unique[0]) / step).astype(np.int64)
+        if np.max(np.abs(indices * step - (distances - unique[0]))) > max(POSITION_TOLERANCE_MM, 1e-3 * step):
+            return None
+    else:
+        step = float(measures.get("SpacingBetweenSlices") or measures.get("SliceThickness") or 1.0)
+        indices = np.zeros(len(frames), dtype=np.int64)
+    origin = positions[int(np.argmin(distances))]
+    expected = origin[None, :] + (indices * step)[:, None] * normal[None, :]
+    if np.max(np.abs(expected - positions)) > 1e-2:  # frames shifted in-plane: not one grid
+        return None
+    affine = affine_from_dicom(origin, orientation, measures.PixelSpacing, step)
+    geometry = VolumeGeometry((int(indices.max()) + 1, int(ds.Rows), int(ds.Columns)), affine)
+    return geometry, segment_numbers, indices
+
+
+def unpack_frames(pixel_data: bytes, frame_indices: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Boolean frames (n, rows, columns) from 1-bit, frame-after-frame packed pixel data (LSB first)."""
+    bits_per_frame = rows * columns
+    buffer = np.frombuffer(pixel_data, dtype=np.uint8)
+    if bits_per_frame % 8 == 0:
+        bytes_per_frame = bits_per_frame // 8
+        packed = buffer[: (int(frame_indices.max()) + 1) * bytes_per_frame].reshape(-1, bytes_per_frame)[frame_indices]
+        return np.unpackbits(packed, axis=1, bitorder="little").reshape(len(frame_indices), rows, columns).view(bool)
+    out = np.empty((len(frame_indices), rows, columns), dtype=bool)
+    for n, frame in enumerate(frame_indices):  # frames start mid-byte: unpack the bytes that cover each one
+        first_bit = int(frame) * bits_per_frame
+        chunk = buffer[first_bit // 8: (first_bit + bits_per_frame + 7) // 8 + 1]
+        bits = np.unpackbits(chunk, bitorder="little")[first_bit % 8: first_bit % 8 + bits_per_frame]
+        out[n] = bits.reshape(rows, columns).view(bool)
+    return out
+
+
+def read_binary_layers(ds: Dataset, progress=None) -> tuple[VolumeGeometry, list[np.ndarray], list[tuple[int, int, int]]] | None:
+    """Layers for an uncompressed BINARY SEG and, per segment number in file order, (number, layer, label)."""
+    if ds.SegmentationType != "BINARY" or ds.file_meta.TransferSyntaxUID.is_compressed or int(ds.BitsAllocated) != 1:
+        return None
+    layout = frame_layout(ds)
+    if layout is None:
+        return None
+    geometry, frame_segments, frame_slices = layout
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    pixel_data = ds.PixelData
+    declared_disjoint = str(ds.get("SegmentsOverlap", "UNDEFINED")) == "NO"
+    numbers = [int(item.SegmentNumber) for item in ds.SegmentSequence]
+    layers: list[np.ndarray] = []
+    next_value: list[int] = []
+    placement = []
+    for position, number in enumerate(numbers):
+        frames = np.flatnonzero(frame_segments == number)
+        if progress is not None and position % 16 == 0:
+            progress(0.1 + 0.8 * position / max(1, len(numbers)), f"segment {position + 1}/{len(numbers)}")
+        masks = unpack_frames(pixel_data, frames, rows, columns) if len(frames) else None
+        slices = frame_slices[frames]
+        if masks is not None:
+            row_any, col_any = masks.any(axis=(0, 2)), masks.any(axis=(0, 1))
+            r0, r1 = int(np.argmax(row_any)), rows - int(np.argmax(row_any[::-1]))
+            c0, c1 = int(np.argmax(col_any)), columns - int(np.argmax(col_any[::-1]))
+            masks = masks[:, r0:r1, c0:c1]
+        target = None
+        for index, layer in enumerate(layers):
+            if next_value[index] >= np.iinfo(np.uint16).max:
+                continue
+            if declared_disjoint or masks is None or not np.any(layer[slices, r0:r1, c0:c1][masks]):
+                target = index
+                break
+        if target is None:
+            layers.append(np.zeros(geometry.shape, dtype=np.uint8))
+            next_value.append(1)
+            target = len(layers) - 1
+        value = next_value[target]
+        next_value[target] += 1
+        if value > 255 and layers[target].dtype == np.uint8:
+            layers[target] = layers[target].astype(np.uint16)
+        if masks is not None:
+            region = layers[target][slices, r0:r1, c0:c1]
+            region[masks] = value
+            layers[target][slices, r0:r1, c0:c1] = region
+        placement.append((number, target, value))
+    if not layers:
+        layers.append(np.zeros(geometry.shape, dtype=np.uint8))
+    return geometry, layers, placement
+
+
+def load_binary_fast(ds: Dataset, progress=None) -> LayeredSegmentation | None:
+    """LayeredSegmentation of an uncompressed BINARY SEG, or None when the fast path does not apply."""
+    from .seg_read import segment_from_description
+
+    result = read_binary_layers(ds, progress)
+    if result is None:
+        return None
+    geometry, layers, placement = result
+    items = {int(item.SegmentNumber): item for item in ds.SegmentSequence}
+    segments = [segment_from_description(items[number], layer, value) for number, layer, value in placement]
+    return LayeredSegmentation(geometry, layers, segments)
