@@ -27,6 +27,12 @@ ProgressCallback = Callable[[float, str], None]
 DEFAULT_CATEGORY = CodedTerm("85756007", "SCT", "Tissue")
 DEFAULT_TYPE = CodedTerm("85756007", "SCT", "Tissue")
 MAX_LO_LENGTH = 64
+# highdicom >= 0.28 validates the character set it copies from the source (an empty one fails); older ones
+# (Slicer 5.12 bundles 0.27) take no such argument.
+CHARACTER_SET_ARGUMENT = (
+    {"specific_character_set": "ISO_IR 192"}
+    if tuple(int(p) for p in hd.__version__.split(".")[:2]) >= (0, 28) else {}
+)
 ALGORITHM_FAMILY = hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence")  # CID 7162
 
 
@@ -175,9 +181,10 @@ def write_seg(
         series_description=options.series_description,
         transfer_syntax_uid=transfer_syntax,
         omit_empty_frames=True,
-        # UTF-8 always: segment names may be in any language, and some sources carry an empty, invalid value.
-        specific_character_set="ISO_IR 192",
+        **CHARACTER_SET_ARGUMENT,
     )
+    # UTF-8 always: segment names may be in any language, and some sources carry an empty, invalid value.
+    seg.SpecificCharacterSet = "ISO_IR 192"
     del pixels
     timings["build"] = time.perf_counter() - t
     progress(0.8, "writing file")
