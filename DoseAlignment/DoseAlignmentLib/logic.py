@@ -17,6 +17,7 @@ from vtk.util import numpy_support
 
 from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError
 from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry
+from SegmentationQALib.logic import numpyToVtkMatrix, vtkMatrixToNumpy
 
 from .core.align import AlignmentResult, Reference, align
 from .core.dvh import DvhCurve, dvh_for_labels, write_report
@@ -29,18 +30,6 @@ FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"  # same attribute Seg
 DOSE_UNITS_ATTRIBUTE = "DoseAlignment.DoseUnits"
 SLICERRT_DOSE_UNIT_ATTRIBUTE = "DicomRtImport.DoseUnitName"
 DOSE_COLOR_TABLE_NAME = "DoseAlignment Dose"
-
-
-def _matrixToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _numpyToMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
 
 
 class DoseAlignmentMRMLLogic:
@@ -59,7 +48,7 @@ class DoseAlignmentMRMLLogic:
         if image is None:
             raise InvalidInputFileError(f"volume {volumeNode.GetName()!r} has no image data")
         dims = image.GetDimensions()
-        return VolumeGeometry((dims[2], dims[1], dims[0]), LPS_TO_RAS @ _matrixToNumpy(matrix))
+        return VolumeGeometry((dims[2], dims[1], dims[0]), LPS_TO_RAS @ vtkMatrixToNumpy(matrix))
 
     def arrayFromVolumeNode(self, volumeNode) -> np.ndarray:
         image = volumeNode.GetImageData()
@@ -76,7 +65,7 @@ class DoseAlignmentMRMLLogic:
         image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
         image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
         node.SetAndObserveImageData(image)
-        node.SetIJKToRASMatrix(_numpyToMatrix(geometry.affine_ras))
+        node.SetIJKToRASMatrix(numpyToVtkMatrix(geometry.affine_ras))
         return node
 
     def frameOfReferenceUidForNode(self, volumeNode) -> str | None:
@@ -126,7 +115,7 @@ class DoseAlignmentMRMLLogic:
                 raise GeometryError(f"{node.GetName()!r} is under a non-linear transform; harden it first")
             toWorld = vtk.vtkMatrix4x4()
             transform.GetMatrixTransformToWorld(toWorld)
-            matrix = _matrixToNumpy(toWorld)
+            matrix = vtkMatrixToNumpy(toWorld)
         return matrix
 
     def registrationMatrix(self, transformNode=None, referenceVolumeNode=None, doseVolumeNode=None) -> np.ndarray | None:
@@ -141,7 +130,7 @@ class DoseAlignmentMRMLLogic:
                 raise GeometryError(f"transform {transformNode.GetName()!r} is not linear")
             toWorld = vtk.vtkMatrix4x4()
             transformNode.GetMatrixTransformToWorld(toWorld)
-            doseMatrix = _matrixToNumpy(toWorld)
+            doseMatrix = vtkMatrixToNumpy(toWorld)
         elif doseVolumeNode is not None:
             doseMatrix = self._toWorld(doseVolumeNode)
         else:
