@@ -18,6 +18,7 @@ from .errors import (
     OverlapError,
 )
 from .safe_write import atomic_output_file
+from .seg_fast_write import fast_binary_supported, finish_binary_seg, save_with_tail, template_pixels
 from .seg_options import SegExportOptions, SegExportResult, SegmentReport, SegType, default_compression
 from .segmentation import CodedTerm, LayeredSegmentation, Segment
 
@@ -160,10 +161,14 @@ def write_seg(
 
     progress(0.2, "encoding frames")
     t = time.perf_counter()
-    pixels = build_pixel_input(layered, seg_type)
     transfer_syntax = compression.transfer_syntax_uid
+    fast = seg_type == SegType.BINARY and fast_binary_supported(layered, transfer_syntax)
+    if fast:  # highdicom describes the segments on one plane; the frames are assembled in bulk
+        pixels, sources = template_pixels(layered), reference.datasets[:1]
+    else:
+        pixels, sources = build_pixel_input(layered, seg_type), reference.datasets
     seg = hd.seg.Segmentation(
-        source_images=reference.datasets,
+        source_images=sources,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues(seg_type.value.upper()),
         segment_descriptions=descriptions,
@@ -186,12 +191,18 @@ def write_seg(
     # UTF-8 always: segment names may be in any language, and some sources carry an empty, invalid value.
     seg.SpecificCharacterSet = "ISO_IR 192"
     del pixels
+    tail = b""
+    if fast:
+        seg, tail = finish_binary_seg(seg, layered, reference, overlapping)
     timings["build"] = time.perf_counter() - t
     progress(0.8, "writing file")
     t = time.perf_counter()
     output_path = Path(output_path)
     with atomic_output_file(output_path) as tmp:
-        seg.save_as(tmp, enforce_file_format=True)
+        if fast:
+            save_with_tail(seg, tail, tmp)
+        else:
+            seg.save_as(tmp, enforce_file_format=True)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     progress(1.0, "done")
