@@ -38,6 +38,7 @@ from .core.geometry import LPS_TO_RAS, VolumeGeometry
 from .core.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from .core.safe_write import atomic_output_file
 from .core.seg_export import write_seg
+from .core.seg_nrrd import ALGORITHM_TYPE_TAG, write_seg_nrrd
 from .core.seg_options import SegExportOptions, SegExportResult, SegLoadResult
 from .core.seg_read import load_seg
 from .core.segmentation import LayeredSegmentation, Segment, SegmentTerminology
@@ -45,7 +46,6 @@ from .core.segmentation import LayeredSegmentation, Segment, SegmentTerminology
 ProgressCallback = Callable[[float, str], None]
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
-ALGORITHM_TYPE_TAG = "DicomFidelity.AlgorithmType"
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
 LABEL_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
@@ -224,15 +224,9 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         path = Path(path)
         suffix = _suffix(path)
         if suffix in SEGMENTATION_SUFFIXES:
-            storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-            try:
-                with atomic_output_file(path) as tmp:
-                    storage.SetFileName(str(tmp))
-                    if not storage.WriteData(segmentationNode):
-                        raise InvalidInputFileError("could not write segmentation", path)
-            finally:
-                self.scene.RemoveNode(storage)
-            return str(path)
+            # One pass over the layers instead of Slicer's storage node (O(segments x voxels), see core/seg_nrrd).
+            reference = self.geometryFromVolumeNode(referenceVolumeNode) if referenceVolumeNode is not None else None
+            return write_seg_nrrd(self.layeredSegmentationFromNode(segmentationNode, reference), path)
         if suffix in LABEL_VOLUME_SUFFIXES:
             import SimpleITK as sitk
 
@@ -287,8 +281,6 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         for segmentId in segmentOrder:
             segment = segmentation.GetSegment(segmentId)
             terminology = SegmentTerminology.from_slicer(segment.GetTerminology()) if segment.HasTerminology() else None
-            if terminology is not None and terminology.is_generic_default():
-                terminology = None  # Slicer's placeholder for "not chosen": exported with a warning, as none
             segments.append(Segment(
                 name=segment.GetName(), layer=layerOfSegment[segmentId], label_value=segment.GetLabelValue(),
                 color=tuple(segment.GetColor()), terminology=terminology, segment_id=segmentId,

@@ -98,8 +98,14 @@ def test_seg_nrrd_and_label_volume_files(logic, shared_data, tmp_path):
     node, _ = logic.loadDicomSeg(shared_data / DCMQI / "partial_overlaps.dcm")
     path = logic.saveSegmentationFile(node, tmp_path / "overlaps.seg.nrrd")
     again = logic.loadSegmentationFile(path)
+    assert again.GetSegmentation().GetNumberOfLayers() == node.GetSegmentation().GetNumberOfLayers()
     a, b = logic.layeredSegmentationFromNode(node), logic.layeredSegmentationFromNode(again)
     assert [s.name for s in a.segments] == [s.name for s in b.segments]
+    assert [s.segment_id for s in a.segments] == [s.segment_id for s in b.segments]
+    assert np.allclose([s.color for s in a.segments], [s.color for s in b.segments], atol=1e-5)
+    for index in range(5):  # terminology survives Slicer's own .seg.nrrd reader
+        assert (again.GetSegmentation().GetNthSegment(index).GetTerminology()
+                == node.GetSegmentation().GetNthSegment(index).GetTerminology())
     for index in range(5):
         assert_same_voxels(a.geometry, a.mask(index), b.geometry, b.mask(index))
     with pytest.raises(OverlapError, match="seg.nrrd"):

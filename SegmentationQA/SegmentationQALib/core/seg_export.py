@@ -54,7 +54,7 @@ def segment_description(number: int, segment: Segment, options: SegExportOptions
         warnings.append(f"segment {number} name truncated to {MAX_LO_LENGTH} characters")
         label = label[:MAX_LO_LENGTH]
     terminology = segment.terminology
-    if terminology is None:
+    if terminology is None or terminology.is_generic_default():  # Slicer's placeholder means "not chosen"
         warnings.append(f"segment {number} ({label!r}) has no terminology; exported as {DEFAULT_TYPE.meaning} "
                         f"({DEFAULT_TYPE.scheme} {DEFAULT_TYPE.value})")
         category, type_, modifier, region, region_modifier = DEFAULT_CATEGORY, DEFAULT_TYPE, None, None, None
