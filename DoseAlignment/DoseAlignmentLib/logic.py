@@ -17,7 +17,7 @@ from vtk.util import numpy_support
 
 from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError
 from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry
-from SegmentationQALib.logic import numpyToVtkMatrix, vtkMatrixToNumpy
+from SegmentationQALib.logic import fillVolumeNode, vtkMatrixToNumpy
 
 from .core.align import AlignmentResult, Reference, align
 from .core.dvh import DvhCurve, dvh_for_labels, write_report
@@ -61,12 +61,7 @@ class DoseAlignmentMRMLLogic:
     def volumeNodeFromArray(self, array: np.ndarray, geometry: VolumeGeometry, name: str, node=None):
         if node is None:
             node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", self.scene.GenerateUniqueName(name))
-        image = vtk.vtkImageData()
-        image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
-        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
-        node.SetAndObserveImageData(image)
-        node.SetIJKToRASMatrix(numpyToVtkMatrix(geometry.affine_ras))
-        return node
+        return fillVolumeNode(node, array, geometry)
 
     def frameOfReferenceUidForNode(self, volumeNode) -> str | None:
         """From the node attribute, or (in the app) from the DICOM database entry of its first instance."""

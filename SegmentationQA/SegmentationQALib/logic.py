@@ -96,6 +96,16 @@ def imageArray(image) -> np.ndarray:
     return numpy_support.vtk_to_numpy(scalars).reshape(shape)
 
 
+def fillVolumeNode(node, array: np.ndarray, geometry: VolumeGeometry):
+    """Give a volume node a copy of ``array`` (indexed [k, j, i]) on ``geometry``."""
+    image = vtk.vtkImageData()
+    image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(numpyToVtkMatrix(geometry.affine_ras))
+    return node
+
+
 def orientedImageFromArray(array: np.ndarray, geometry: VolumeGeometry):
     """A vtkOrientedImageData holding ``array`` (copied, contiguous) on ``geometry``."""
     image = slicer.vtkOrientedImageData()
@@ -141,13 +151,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
 
     def volumeNodeFromArray(self, array: np.ndarray, geometry: VolumeGeometry, name: str = "Volume",
                             className: str = "vtkMRMLScalarVolumeNode"):
-        node = self.scene.AddNewNodeByClass(className, name)
-        image = vtk.vtkImageData()
-        image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
-        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
-        node.SetAndObserveImageData(image)
-        node.SetIJKToRASMatrix(numpyToVtkMatrix(geometry.affine_ras))
-        return node
+        return fillVolumeNode(self.scene.AddNewNodeByClass(className, name), array, geometry)
 
     def geometryFromVolumeNode(self, volumeNode) -> VolumeGeometry:
         matrix = vtk.vtkMatrix4x4()
