@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - until the RTSTRUCT mixin lands
 from .core import dicom_series
 from .core.errors import (
     DicomFidelityError,
+    FrameOfReferenceMismatchError,
     GeometryError,
     InvalidInputFileError,
     MissingTagError,
@@ -448,6 +449,12 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
                 referencePaths = [str(outputDir / seriesFolder / p.name) for p in series.paths]
             if options.expected_frame_of_reference_uid is None:
                 options.expected_frame_of_reference_uid = segmentationNode.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
+            expected, actual = options.expected_frame_of_reference_uid, series.frame_of_reference_uid
+            if expected and actual and expected != actual and not referencePaths:
+                # before any resampling: a segmentation from another frame of reference would land anywhere
+                raise FrameOfReferenceMismatchError(
+                    f"segmentation {segmentationNode.GetName()!r} is in frame of reference {expected}, the reference "
+                    f"series in {actual}; register them first", series.paths[0], "FrameOfReferenceUID")
             progress(0.3, "reading segments")
             warnings = list(series.warnings)
             t = time.perf_counter()

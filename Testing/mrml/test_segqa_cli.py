@@ -37,7 +37,8 @@ def test_export_and_load_seg(shared_data, tmp_path, capsys):
     assert cli.main(["load-seg", result["seg_path"], "--output", str(tmp_path / "back.nii.gz"), "--quiet"]) == 0
 
 
-@pytest.mark.parametrize("case", ["corrupt", "not-a-segmentation", "empty", "no-reference-option", "labelmap-overlap"])
+@pytest.mark.parametrize("case", ["corrupt", "not-a-segmentation", "empty", "no-reference-option", "labelmap-overlap",
+                                  "frame-of-reference"])
 def test_bad_inputs_fail_with_one_line_and_no_output(shared_data, tmp_path, capsys, case):
     import numpy as np
     import SimpleITK as sitk
@@ -61,6 +62,9 @@ def test_bad_inputs_fail_with_one_line_and_no_output(shared_data, tmp_path, caps
         segmentation = str(shared_data / "dcmqi/segmentations/partial_overlaps.dcm")
         reference = str(shared_data / "dcmqi/segmentations/ct-3slice")
         extra = ["--seg-type", "labelmap"]
+    elif case == "frame-of-reference":  # a SEG on pydicom's CT, exported against dcmqi's CT
+        segmentation = str(shared_data / "highdicom/test_files/seg_image_ct_binary.dcm")
+        reference = str(shared_data / "dcmqi/segmentations/ct-3slice")
     if case != "no-reference-option":
         extra.append("--export-reference")
     code = cli.main(["export-seg", "--segmentation", segmentation, "--reference", reference,
@@ -68,6 +72,8 @@ def test_bad_inputs_fail_with_one_line_and_no_output(shared_data, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1].startswith("error: ")
+    if case == "frame-of-reference":
+        assert "FrameOfReferenceUID" in err[-1] and "ct-3slice" in err[-1]
     assert not out.exists() or list(out.iterdir()) == []
 
 
