@@ -46,6 +46,57 @@ class SegmentationQA(ScriptedLoadableModule):
             "Export segmentations as DICOM SEG (BINARY or LABELMAP, lossless), load SEG fast, and see per segment "
             "what an RTSTRUCT export would lose before you send it anywhere.")
         self.parent.acknowledgementText = "Built on highdicom, pydicom, SimpleITK and Slicer's segmentation core."
+        slicer.app.connect("startupCompleted()", registerDicomPlugin)
+
+
+def registerDicomPlugin() -> None:
+    """Let the DICOM browser load SEG through the fast path (offered next to other SEG plugins)."""
+    try:
+        from DICOMLib import DICOMLoadable, DICOMPlugin
+    except ImportError:  # no DICOM module in this application
+        return
+
+    class DICOMSegmentationQAPlugin(DICOMPlugin):
+        def __init__(self):
+            super().__init__()
+            self.loadType = "DICOM SEG (SegmentationQA fast path)"
+            self.tags["modality"] = "0008,0060"
+            self.tags["seriesDescription"] = "0008,103e"
+
+        def examine(self, fileLists):
+            loadables = []
+            for files in fileLists:
+                for path in files:
+                    if slicer.dicomDatabase.fileValue(path, self.tags["modality"]) != "SEG":
+                        continue
+                    loadable = DICOMLoadable()
+                    loadable.files = [path]
+                    loadable.name = slicer.dicomDatabase.fileValue(path, self.tags["seriesDescription"]) or "Segmentation"
+                    loadable.tooltip = "Loaded by SegmentationQA's fast reader (names, colours, terminology kept)"
+                    loadable.selected = True
+                    loadable.confidence = 0.9
+                    loadables.append(loadable)
+            return loadables
+
+        def load(self, loadable):
+            ensureDependencies()
+            dialog = slicer.util.createProgressDialog(windowTitle="Loading DICOM SEG", labelText=loadable.name,
+                                                      maximum=100)
+
+            def progress(fraction: float, message: str) -> None:
+                dialog.setValue(int(fraction * 100))
+                dialog.setLabelText(message)
+                slicer.app.processEvents()
+
+            try:
+                SegmentationQALogic().loadDicomSeg(loadable.files[0], name=loadable.name, progress=progress)
+            finally:
+                dialog.close()
+            return True
+
+    if not hasattr(slicer.modules, "dicomPlugins"):
+        slicer.modules.dicomPlugins = {}
+    slicer.modules.dicomPlugins["DICOMSegmentationQAPlugin"] = DICOMSegmentationQAPlugin
 
 
 @parameterNodeWrapper
