@@ -16,7 +16,8 @@ volume per segment fails with MemoryError instead of swamping the shared machine
 Rows and references (ratio column):
   writes (ours from a segmentation node, peers from arrays) -> SimpleITK gzip seg.nrrd write;
   array reads -> SimpleITK seg.nrrd read; loads into a segmentation node -> our logic's loadSegmentationFile of the
-  seg.nrrd that Slicer's own writer (saveSegmentationFile) produced. Each DICOM tool reads the file it wrote.
+  seg.nrrd that our logic's saveSegmentationFile wrote. Each DICOM tool reads the file it wrote. The export is also
+  compared with saveSegmentationFile of the same node (the "(alt.)" target row).
 
     .venv/bin/python Testing/Benchmarks/seg_speed.py [--quick] [--slices 200] [--repeats 3] [--cases labelmap_117,...]
         [--json seg_speed.json] [--data ../shared/data]
@@ -52,7 +53,7 @@ TISSUE = {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT", "CodeMeaning
 OPERATIONS = {
     "sitk_nrrd_write": ("write", "sitk_nrrd_write", "SimpleITK seg.nrrd (gzip)"),
     "pynrrd_write": ("write", "sitk_nrrd_write", "pynrrd seg.nrrd (gzip, its default level 9)"),
-    "slicer_nrrd_write": ("write", "sitk_nrrd_write", "Slicer seg.nrrd save of the node"),
+    "slicer_nrrd_write": ("write", "sitk_nrrd_write", "node -> seg.nrrd (saveSegmentationFile)"),
     "ours_export": ("write", "sitk_nrrd_write", "OURS export (node -> SEG)"),
     "highdicom_write": ("write", "sitk_nrrd_write", "highdicom"),
     "pydicomseg_write": ("write", "sitk_nrrd_write", "pydicom-seg"),
@@ -489,7 +490,7 @@ def evaluate(case: dict, rows: dict, header_bytes: int) -> list[dict]:
                         "verdict": verdict})
 
     for ours, reference, what in (("ours_export", "sitk_nrrd_write", "export / SimpleITK seg.nrrd write"),
-                                  ("ours_export", "slicer_nrrd_write", "(alt.) export / Slicer seg.nrrd save"),
+                                  ("ours_export", "slicer_nrrd_write", "(alt.) export / saveSegmentationFile"),
                                   ("ours_load", "slicer_nrrd_load", "load into node / seg.nrrd into node")):
         a, b = seconds(ours), seconds(reference)
         add(what, a / b if a is not None and b else None, limit, "ratio")
