@@ -56,9 +56,10 @@ def bulk_frame_attributes(ds: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
             return None
         positions.append([float(v) for v in values])
     segments = [int.from_bytes(m.group(1), "little") for m in _SEGMENT.finditer(raw)]
-    if len(positions) != frames or len(segments) != frames:
+    binary = str(ds.get("SegmentationType", "")) != "LABELMAP"  # LABELMAP frames name no segment
+    if len(positions) != frames or len(segments) != (frames if binary else 0):
         return None
-    return np.asarray(positions, dtype=float), np.asarray(segments, dtype=np.int64)
+    return np.asarray(positions, dtype=float), np.asarray(segments if binary else [0] * frames, dtype=np.int64)
 
 
 def frame_layout(ds: Dataset):
@@ -76,11 +77,12 @@ def frame_layout(ds: Dataset):
         frames = ds.PerFrameFunctionalGroupsSequence
         positions = np.empty((len(frames), 3))
         segment_numbers = np.empty(len(frames), dtype=np.int64)
+        binary = str(ds.get("SegmentationType", "")) != "LABELMAP"
         for index, item in enumerate(frames):
-            if "PlanePositionSequence" not in item or "SegmentIdentificationSequence" not in item:
+            if "PlanePositionSequence" not in item or (binary and "SegmentIdentificationSequence" not in item):
                 return None
             positions[index] = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
-            segment_numbers[index] = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            segment_numbers[index] = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) if binary else 0
     distances = positions @ normal
     unique = np.unique(np.round(distances, 4))
     if unique.size > 1:
@@ -179,3 +181,37 @@ def load_binary_fast(ds: Dataset, progress=None) -> LayeredSegmentation | None:
     items = {int(item.SegmentNumber): item for item in ds.SegmentSequence}
     segments = [segment_from_description(items[number], layer, value) for number, layer, value in placement]
     return LayeredSegmentation(geometry, layers, segments)
+
+
+def load_labelmap_fast(ds: Dataset, progress=None) -> LayeredSegmentation | None:
+    """LayeredSegmentation of a LABELMAP SEG (one layer: stored values are segment numbers), or None.
+
+    Skips highdicom's per-segment description validation, which dominates loading 1000-segment files.
+    """
+    from .seg_read import segment_from_description
+
+    if ds.SegmentationType != "LABELMAP":
+        return None
+    numbers = {int(item.SegmentNumber) for item in ds.SegmentSequence}
+    padding = int(ds.PixelPaddingValue) if "PixelPaddingValue" in ds else 0
+    if padding and padding in numbers:  # padding that is also a segment: leave it to highdicom
+        return None
+    if str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME2", "PALETTE COLOR"):
+        return None
+    layout = frame_layout(ds)
+    if layout is None:
+        return None
+    geometry, _, frame_slices = layout
+    if len(np.unique(frame_slices)) != len(frame_slices):
+        return None
+    if progress is not None:
+        progress(0.3, "decoding frames")
+    frames = ds.pixel_array
+    frames = frames.reshape(len(frame_slices), int(ds.Rows), int(ds.Columns))
+    layer = np.zeros(geometry.shape, dtype=frames.dtype)
+    layer[frame_slices] = frames
+    if padding:
+        layer[layer == padding] = 0  # padding voxels belong to no segment
+    segments = [segment_from_description(item, 0, int(item.SegmentNumber)) for item in ds.SegmentSequence
+                if int(item.SegmentNumber) > 0]
+    return LayeredSegmentation(geometry, [layer], segments)

@@ -14,7 +14,7 @@ from pydicom.errors import InvalidDicomError
 
 from .errors import GeometryError, InvalidInputFileError, WrongModalityError
 from .geometry import VolumeGeometry
-from .seg_fast_read import load_binary_fast
+from .seg_fast_read import load_binary_fast, load_labelmap_fast
 from .seg_options import SegmentReport
 from .segmentation import CodedTerm, LayeredSegmentation, Segment, SegmentTerminology
 
@@ -165,7 +165,7 @@ def load_seg(path: str | Path, progress: ProgressCallback | None = None, fast: b
     timings = {"read": time.perf_counter() - start}
     if fast:
         t = time.perf_counter()
-        layered = load_binary_fast(ds, progress)
+        layered = load_binary_fast(ds, progress) or load_labelmap_fast(ds, progress)
         if layered is not None:
             timings["decode_assemble"] = time.perf_counter() - t
             timings["total"] = time.perf_counter() - start
