@@ -26,7 +26,6 @@ Rows and references (ratio column):
 from __future__ import annotations
 
 import argparse
-import gc
 import heapq
 import json
 import os
@@ -43,6 +42,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "SegmentationQA"))
+sys.path.insert(0, str(REPO / "Testing" / "peers"))
+from memory_probe import measure  # noqa: E402  (shared with the peers' environment)
+
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"
 PYDICOMSEG_SCRIPT = REPO / "Testing" / "peers" / "pydicomseg_bench.py"
 MARGIN_ORGANS = 20
@@ -79,31 +81,6 @@ OUTPUT_NAME = {
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def measure(step):
-    """Seconds of ``step`` and its peak resident bytes above the resident set before it (children included)."""
-    gc.collect()
-    baseline = _status_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current resident set
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    detail = step() or {}
-    seconds = time.perf_counter() - start
-    peak = max(0, _status_kb("VmHWM") - baseline) * 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if children > children_before:  # an external tool (dcmqi): its own whole peak
-        peak = max(peak, children * 1024)
-    return seconds, peak, detail
-
-
 # ---------------------------------------------------------------------------------------------- building cases
 def split_into(labels: np.ndarray, count: int) -> tuple[np.ndarray, list[int]]:
     """Relabel ``labels`` into at least ``count`` segments by halving the largest one along its longest axis.

@@ -9,36 +9,15 @@ CASE_DIR holds layer0.npy (labels [slice, row, column] on the CT grid), geometry
 (dcmqi metainfo, which pydicom-seg's template reader understands). Prints one JSON line.
 """
 
-import gc
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pydicom_seg
 import SimpleITK as sitk
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def measure(step):
-    """Run ``step``: seconds and peak resident bytes above the resident set before it."""
-    gc.collect()
-    baseline = _status_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident set
-    start = time.perf_counter()
-    detail = step()
-    seconds = time.perf_counter() - start
-    return seconds, max(0, _status_kb("VmHWM") - baseline) * 1024, detail
+from memory_probe import measure  # this script's folder is on sys.path
 
 
 def image_on_grid(array: np.ndarray, geometry: dict) -> sitk.Image:
