@@ -44,12 +44,18 @@ def _summary(result) -> str:
     return ", ".join(f"{counts[v.value]} {v.value}" for v in Verdict)
 
 
-def commandRtStructCheck(args) -> int:
-    start = time.perf_counter()
+def _loadInputs(args):
+    """The CLI module, a logic on a fresh scene, the segmentation node and the reference (node or DICOM folder)."""
     cli = _cli()
     logic = cli.makeLogic()
     node = logic.loadSegmentationFile(args.segmentation)
     volumeNode, folder = _reference(logic, args.reference)
+    return cli, logic, node, volumeNode, folder
+
+
+def commandRtStructCheck(args) -> int:
+    start = time.perf_counter()
+    cli, logic, node, volumeNode, folder = _loadInputs(args)
     loadTime = time.perf_counter() - start
     result = logic.checkRtStructFidelity(node, volumeNode, folder, _thresholds(args), args.report,
                                          planesFromRtStruct=args.planes_from, progress=cli.ProgressBar(not args.quiet))
@@ -70,10 +76,7 @@ def commandRtStructCheck(args) -> int:
 
 def commandExportRtStruct(args) -> int:
     start = time.perf_counter()
-    cli = _cli()
-    logic = cli.makeLogic()
-    node = logic.loadSegmentationFile(args.segmentation)
-    volumeNode, folder = _reference(logic, args.reference)
+    cli, logic, node, volumeNode, folder = _loadInputs(args)
     loadTime = time.perf_counter() - start
     options = RtStructExportOptions(structure_set_label=args.label, series_description=args.series_description,
                                     roi_interpreted_type=args.roi_interpreted_type)
