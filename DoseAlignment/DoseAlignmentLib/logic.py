@@ -17,7 +17,7 @@ from vtk.util import numpy_support
 
 from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError
 from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry
-from SegmentationQALib.logic import fillVolumeNode, vtkMatrixToNumpy
+from SegmentationQALib.logic import fillVolumeNode, parentTransformToWorldRas, transformToWorldRas, vtkMatrixToNumpy
 
 from .core.align import AlignmentResult, Reference, align
 from .core.dvh import DvhCurve, dvh_for_labels, write_report
@@ -103,15 +103,7 @@ class DoseAlignmentMRMLLogic:
 
     @staticmethod
     def _toWorld(node) -> np.ndarray:
-        matrix = np.eye(4)
-        transform = node.GetParentTransformNode() if node is not None else None
-        if transform is not None:
-            if not transform.IsTransformToWorldLinear():
-                raise GeometryError(f"{node.GetName()!r} is under a non-linear transform; harden it first")
-            toWorld = vtk.vtkMatrix4x4()
-            transform.GetMatrixTransformToWorld(toWorld)
-            matrix = vtkMatrixToNumpy(toWorld)
-        return matrix
+        return parentTransformToWorldRas(node) if node is not None else np.eye(4)
 
     def registrationMatrix(self, transformNode=None, referenceVolumeNode=None, doseVolumeNode=None) -> np.ndarray | None:
         """LPS 4x4 mapping dose-frame points to the reference volume's own frame; None when there is nothing to apply.
@@ -121,11 +113,7 @@ class DoseAlignmentMRMLLogic:
         ``transformNode`` instead) relative to the reference's place in the world.
         """
         if transformNode is not None:
-            if not transformNode.IsTransformToWorldLinear():
-                raise GeometryError(f"transform {transformNode.GetName()!r} is not linear")
-            toWorld = vtk.vtkMatrix4x4()
-            transformNode.GetMatrixTransformToWorld(toWorld)
-            doseMatrix = vtkMatrixToNumpy(toWorld)
+            doseMatrix = transformToWorldRas(transformNode, f"transform {transformNode.GetName()!r}")
         elif doseVolumeNode is not None:
             doseMatrix = self._toWorld(doseVolumeNode)
         else:

@@ -97,6 +97,21 @@ def imageArray(image) -> np.ndarray:
     return numpy_support.vtk_to_numpy(scalars).reshape(shape)
 
 
+def transformToWorldRas(transformNode, what: str) -> np.ndarray:
+    """The RAS 4x4 a linear transform node applies (identity for None); non-linear ones must be hardened first."""
+    if transformNode is None:
+        return np.eye(4)
+    if not transformNode.IsTransformToWorldLinear():
+        raise GeometryError(f"{what} is under a non-linear transform; harden it first")
+    matrix = vtk.vtkMatrix4x4()
+    transformNode.GetMatrixTransformToWorld(matrix)
+    return vtkMatrixToNumpy(matrix)
+
+
+def parentTransformToWorldRas(node) -> np.ndarray:
+    return transformToWorldRas(node.GetParentTransformNode(), repr(node.GetName()))
+
+
 def fillVolumeNode(node, array: np.ndarray, geometry: VolumeGeometry):
     """Give a volume node a copy of ``array`` (indexed [k, j, i]) on ``geometry``."""
     image = vtk.vtkImageData()
@@ -157,14 +172,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
     def geometryFromVolumeNode(self, volumeNode) -> VolumeGeometry:
         matrix = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(matrix)
-        affine_ras = vtkMatrixToNumpy(matrix)
-        transform = volumeNode.GetParentTransformNode()
-        if transform is not None:
-            if not transform.IsTransformToWorldLinear():
-                raise GeometryError(f"volume {volumeNode.GetName()!r} is under a non-linear transform; harden it first")
-            toWorld = vtk.vtkMatrix4x4()
-            transform.GetMatrixTransformToWorld(toWorld)
-            affine_ras = vtkMatrixToNumpy(toWorld) @ affine_ras
+        affine_ras = parentTransformToWorldRas(volumeNode) @ vtkMatrixToNumpy(matrix)
         dims = volumeNode.GetImageData().GetDimensions()
         return VolumeGeometry((dims[2], dims[1], dims[0]), LPS_TO_RAS @ affine_ras)
 
@@ -262,14 +270,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             raise EmptySegmentationError(f"segmentation {segmentationNode.GetName()!r} has no segments")
         if segmentation.GetSourceRepresentationName() != binaryName:
             segmentationNode.CreateBinaryLabelmapRepresentation()
-        transform = segmentationNode.GetParentTransformNode()
-        toWorld = np.eye(4)
-        if transform is not None:
-            if not transform.IsTransformToWorldLinear():
-                raise GeometryError(f"segmentation {segmentationNode.GetName()!r} is under a non-linear transform; harden it first")
-            matrix = vtk.vtkMatrix4x4()
-            transform.GetMatrixTransformToWorld(matrix)
-            toWorld = LPS_TO_RAS @ vtkMatrixToNumpy(matrix) @ LPS_TO_RAS
+        toWorld = LPS_TO_RAS @ parentTransformToWorldRas(segmentationNode) @ LPS_TO_RAS
         segmentOrder = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
         layerArrays = []
         layerOfSegment = {segmentId: segmentation.GetLayerIndex(segmentId) for segmentId in segmentOrder}
