@@ -5,6 +5,10 @@ segments that is most of the load time and memory. Here the bit-packed pixel dat
 time, only the rows and columns a segment touches are compared and written, and segments that the file declares
 non-overlapping go straight into one layer. Anything unusual (compressed BINARY, per-frame orientation, irregular
 slice positions, fractional) returns None, and the caller uses the highdicom path.
+
+The pixel bytes come from ``pixels``: a seg_stream_read.SegStream (native files, plain or deflated, read piece by
+piece: one segment's frames, or a batch of LABELMAP frames) or, when None, the dataset's PixelData in memory.
+Frames not grouped by segment, or 1-bit frames that do not end on a byte, are read all at once.
 """
 
 from __future__ import annotations
@@ -15,9 +19,49 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from .geometry import VolumeGeometry, affine_from_dicom
+from .seg_stream_read import frames_dtype
 from .segmentation import LayeredSegmentation
 
 POSITION_TOLERANCE_MM = 1e-3
+LABELMAP_BATCH_BYTES = 8 << 20  # LABELMAP frames read per piece when streaming
+
+
+class InMemoryPixels:
+    """The SegStream reading interface over a PixelData value already in memory (zero-copy slices)."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+        self._view = memoryview(ds.PixelData)
+        self.consumed = 0
+
+    def read(self, size: int) -> memoryview:
+        data = self._view[self.consumed: self.consumed + size]
+        self.consumed += size
+        return data
+
+    def read_array(self, size: int) -> np.ndarray:
+        return np.frombuffer(self.read(size), dtype=np.uint8)
+
+    def dataset(self) -> Dataset:
+        return self.ds
+
+
+def expected_pixel_bytes(ds: Dataset) -> int:
+    """Bytes of native pixel data NumberOfFrames frames need."""
+    frames = int(ds.get("NumberOfFrames", 1))
+    return (frames * int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) * int(ds.get("SamplesPerPixel", 1)) + 7) // 8
+
+
+def _segment_ranges(frame_segments: np.ndarray, numbers: list[int]) -> list[tuple[int, int]] | None:
+    """Per segment in SegmentSequence order, its (first, end) frame range, if the frames are grouped that way."""
+    rank = {number: index for index, number in enumerate(numbers)}
+    if len(rank) != len(numbers):
+        return None
+    ranks = np.fromiter((rank.get(int(n), -1) for n in frame_segments), dtype=np.int64, count=len(frame_segments))
+    if len(ranks) and (ranks.min() < 0 or np.any(np.diff(ranks) < 0)):
+        return None
+    bounds = np.searchsorted(ranks, np.arange(len(numbers) + 1))
+    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(len(numbers))]
 
 
 def _shared_item(ds: Dataset, sequence: str):
@@ -92,7 +136,7 @@ def frame_layout(ds: Dataset):
             return None
     else:
         step = float(measures.get("SpacingBetweenSlices") or measures.get("SliceThickness") or 1.0)
-        indices = np.zeros(len(frames), dtype=np.int64)
+        indices = np.zeros(len(positions), dtype=np.int64)
     origin = positions[int(np.argmin(distances))]
     expected = origin[None, :] + (indices * step)[:, None] * normal[None, :]
     if np.max(np.abs(expected - positions)) > 1e-2:  # frames shifted in-plane: not one grid
@@ -119,8 +163,12 @@ def unpack_frames(pixel_data: bytes, frame_indices: np.ndarray, rows: int, colum
     return out
 
 
-def read_binary_layers(ds: Dataset, progress=None) -> tuple[VolumeGeometry, list[np.ndarray], list[tuple[int, int, int]]] | None:
-    """Layers for an uncompressed BINARY SEG and, per segment number in file order, (number, layer, label)."""
+def read_binary_layers(ds: Dataset, progress=None, pixels=None,
+                       ) -> tuple[VolumeGeometry, list[np.ndarray], list[tuple[int, int, int]]] | None:
+    """Layers for an uncompressed BINARY SEG and, per segment number in file order, (number, layer, label).
+
+    Returns None, before reading any pixel byte, when the fast path does not apply.
+    """
     if ds.SegmentationType != "BINARY" or ds.file_meta.TransferSyntaxUID.is_compressed or int(ds.BitsAllocated) != 1:
         return None
     layout = frame_layout(ds)
@@ -128,17 +176,27 @@ def read_binary_layers(ds: Dataset, progress=None) -> tuple[VolumeGeometry, list
         return None
     geometry, frame_segments, frame_slices = layout
     rows, columns = int(ds.Rows), int(ds.Columns)
-    pixel_data = ds.PixelData
+    pixels = pixels if pixels is not None else InMemoryPixels(ds)
     declared_disjoint = str(ds.get("SegmentsOverlap", "UNDEFINED")) == "NO"
     numbers = [int(item.SegmentNumber) for item in ds.SegmentSequence]
+    bytes_per_frame, unaligned = divmod(rows * columns, 8)
+    ranges = None if unaligned else _segment_ranges(frame_segments, numbers)
+    pixel_data = None if ranges is not None else pixels.read_array(expected_pixel_bytes(ds))
     layers: list[np.ndarray] = []
     next_value: list[int] = []
     placement = []
     for position, number in enumerate(numbers):
-        frames = np.flatnonzero(frame_segments == number)
         if progress is not None and position % 16 == 0:
             progress(0.1 + 0.8 * position / max(1, len(numbers)), f"segment {position + 1}/{len(numbers)}")
-        masks = unpack_frames(pixel_data, frames, rows, columns) if len(frames) else None
+        if ranges is not None:  # this segment's frames are the next ones in the pixel data: read just them
+            first, end = ranges[position]
+            frames = np.arange(first, end)
+            packed = pixels.read((end - first) * bytes_per_frame)
+            masks = unpack_frames(packed, frames - first, rows, columns) if len(frames) else None
+            del packed
+        else:
+            frames = np.flatnonzero(frame_segments == number)
+            masks = unpack_frames(pixel_data, frames, rows, columns) if len(frames) else None
         slices = frame_slices[frames]
         if masks is not None:
             row_any, col_any = masks.any(axis=(0, 2)), masks.any(axis=(0, 1))
@@ -152,8 +210,9 @@ def read_binary_layers(ds: Dataset, progress=None) -> tuple[VolumeGeometry, list
             if declared_disjoint or masks is None or not np.any(layer[slices, r0:r1, c0:c1][masks]):
                 target = index
                 break
-        if target is None:
-            layers.append(np.zeros(geometry.shape, dtype=np.uint8))
+        if target is None:  # a disjoint file's only layer takes every segment: uint16 at once, no uint8 copy
+            wide = declared_disjoint and not layers and len(numbers) > 255
+            layers.append(np.zeros(geometry.shape, dtype=np.uint16 if wide else np.uint8))
             next_value.append(1)
             target = len(layers) - 1
         value = next_value[target]
@@ -170,11 +229,12 @@ def read_binary_layers(ds: Dataset, progress=None) -> tuple[VolumeGeometry, list
     return geometry, layers, placement
 
 
-def load_binary_fast(ds: Dataset, progress=None) -> LayeredSegmentation | None:
-    """LayeredSegmentation of an uncompressed BINARY SEG, or None when the fast path does not apply."""
+def load_binary_fast(ds: Dataset, progress=None, pixels=None) -> LayeredSegmentation | None:
+    """LayeredSegmentation of an uncompressed BINARY SEG, or None (no pixel byte read) when the fast path does
+    not apply."""
     from .seg_read import segment_from_description
 
-    result = read_binary_layers(ds, progress)
+    result = read_binary_layers(ds, progress, pixels)
     if result is None:
         return None
     geometry, layers, placement = result
@@ -183,10 +243,12 @@ def load_binary_fast(ds: Dataset, progress=None) -> LayeredSegmentation | None:
     return LayeredSegmentation(geometry, layers, segments)
 
 
-def load_labelmap_fast(ds: Dataset, progress=None) -> LayeredSegmentation | None:
-    """LayeredSegmentation of a LABELMAP SEG (one layer: stored values are segment numbers), or None.
+def load_labelmap_fast(ds: Dataset, progress=None, pixels=None) -> LayeredSegmentation | None:
+    """LayeredSegmentation of a LABELMAP SEG (one layer: stored values are segment numbers), or None (no pixel
+    byte read).
 
-    Skips highdicom's per-segment description validation, which dominates loading 1000-segment files.
+    Skips highdicom's per-segment description validation, which dominates loading 1000-segment files. Streamed
+    8/16-bit frames go straight into the layer; other streamed encodings are read whole and decoded by pydicom.
     """
     from .seg_read import segment_from_description
 
@@ -206,10 +268,22 @@ def load_labelmap_fast(ds: Dataset, progress=None) -> LayeredSegmentation | None
         return None
     if progress is not None:
         progress(0.3, "decoding frames")
-    frames = ds.pixel_array
-    frames = frames.reshape(len(frame_slices), int(ds.Rows), int(ds.Columns))
-    layer = np.zeros(geometry.shape, dtype=frames.dtype)
-    layer[frame_slices] = frames
+    dtype = frames_dtype(ds) if pixels is not None else None
+    if dtype is not None:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        layer = np.zeros(geometry.shape, dtype=dtype)
+        batch = max(1, LABELMAP_BATCH_BYTES // (rows * columns * dtype.itemsize))
+        for first in range(0, len(frame_slices), batch):
+            end = min(first + batch, len(frame_slices))
+            data = pixels.read((end - first) * rows * columns * dtype.itemsize)
+            layer[frame_slices[first:end]] = np.frombuffer(data, dtype=dtype).reshape(end - first, rows, columns)
+    else:
+        if pixels is not None:
+            ds = pixels.dataset()  # PixelData read whole into the dataset
+        frames = ds.pixel_array
+        frames = frames.reshape(len(frame_slices), int(ds.Rows), int(ds.Columns))
+        layer = np.zeros(geometry.shape, dtype=frames.dtype)
+        layer[frame_slices] = frames
     if padding:
         layer[layer == padding] = 0  # padding voxels belong to no segment
     segments = [segment_from_description(item, 0, int(item.SegmentNumber)) for item in ds.SegmentSequence

@@ -10,12 +10,12 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from .errors import GeometryError, InvalidInputFileError, WrongModalityError
 from .geometry import VolumeGeometry
-from .seg_fast_read import load_binary_fast, load_labelmap_fast
+from .seg_fast_read import expected_pixel_bytes, load_binary_fast, load_labelmap_fast
 from .seg_options import SegmentReport
+from .seg_stream_read import READ_ERRORS, SegStream, open_seg_stream
 from .segmentation import CodedTerm, LayeredSegmentation, Segment, SegmentTerminology
 
 ProgressCallback = Callable[[float, str], None]
@@ -108,21 +108,61 @@ def pack_masks_into_layers(masks, shape) -> tuple[list[np.ndarray], list[tuple[i
 
 
 def read_seg_file(path: str | Path) -> pydicom.Dataset:
-    """The whole SEG as a pydicom Dataset, after checking it is one and that its pixel data is complete."""
+    """The whole SEG as a pydicom Dataset, after checking it is one and that its pixel data is complete.
+
+    Native files (explicit/implicit VR little endian, deflated) are read through the streaming reader, so a
+    deflated file's pixel data is held once rather than inside a copy of the whole inflated dataset.
+    """
+    stream = open_seg_header(path)
+    if stream is None:
+        return _read_whole(path)
+    with stream:
+        check_stream_pixel_length(stream, path)
+        ds = stream.dataset()
+    check_pixel_data_length(ds, path)
+    return ds
+
+
+def _read_whole(path: str | Path) -> pydicom.Dataset:
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputFileError("no such file", path)
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+    except READ_ERRORS as exc:
         raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
+    check_is_seg(ds, path)
+    check_pixel_data_length(ds, path)
+    return ds
+
+
+def check_is_seg(ds: pydicom.Dataset, path) -> None:
     if "SOPClassUID" not in ds:
         raise InvalidInputFileError("corrupt or not a DICOM object (no SOPClassUID)", path)
     if str(ds.get("SOPClassUID", "")) not in SEGMENTATION_SOP_CLASSES:
         raise WrongModalityError(f"not a DICOM Segmentation (Modality {ds.get('Modality', '?')}, "
                                  f"SOPClassUID {ds.get('SOPClassUID', '?')})", path, "SOPClassUID")
-    check_pixel_data_length(ds, path)
-    return ds
+
+
+def open_seg_header(path: str | Path) -> SegStream | None:
+    """A checked SEG header with its pixel data still unread (seg_stream_read), or None for encapsulated syntaxes."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputFileError("no such file", path)
+    stream = open_seg_stream(path)
+    if stream is None:
+        return None
+    try:
+        check_is_seg(stream.ds, path)
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
+def check_stream_pixel_length(stream: SegStream, path) -> None:
+    """The PixelData a streamed file declares (and, for a plain file, what it still holds) covers every frame."""
+    if stream.pixel_length is None:
+        return
+    _check_pixel_bytes(stream.ds, stream.available_pixel_bytes(), path)
 
 
 def read_seg_dataset(path: str | Path, ds: pydicom.Dataset | None = None) -> hd.seg.Segmentation:
@@ -138,12 +178,15 @@ def check_pixel_data_length(seg, path) -> None:
     """Native (uncompressed) pixel data must hold every frame: catch truncated files with a clear message."""
     if seg.file_meta.TransferSyntaxUID.is_compressed or "PixelData" not in seg:
         return
+    _check_pixel_bytes(seg, len(seg.PixelData), path)
+
+
+def _check_pixel_bytes(seg, actual: int, path) -> None:
     frames = int(seg.get("NumberOfFrames", 1))
-    expected_bits = frames * int(seg.Rows) * int(seg.Columns) * int(seg.BitsAllocated)
-    actual = len(seg.PixelData)
-    if actual * 8 < expected_bits:
+    expected = expected_pixel_bytes(seg)
+    if actual < expected:
         raise InvalidInputFileError(f"pixel data truncated: {actual} bytes for {frames} frames of "
-                                    f"{seg.Rows}x{seg.Columns} ({(expected_bits + 7) // 8} bytes expected)",
+                                    f"{seg.Rows}x{seg.Columns} ({expected} bytes expected)",
                                     path, "PixelData")
 
 
@@ -156,22 +199,32 @@ def geometry_from_hd_volume(volume) -> VolumeGeometry:
 def load_seg(path: str | Path, progress: ProgressCallback | None = None, fast: bool = True) -> LoadedSeg:
     """Read any patient-space SEG. Fractional segments are thresholded at 0.5 (with a warning).
 
-    ``fast`` uses the bulk BINARY reader (seg_fast_read) where it applies; highdicom otherwise. Both give the
-    same voxels and metadata (tested on every sample SEG).
+    ``fast`` uses the bulk BINARY / LABELMAP readers (seg_fast_read) where they apply; highdicom otherwise. Both
+    give the same voxels and metadata (tested on every sample SEG). For native files (plain or deflated) the fast
+    readers take the pixel data from the file piece by piece (seg_stream_read), never all of it at once.
     """
     progress = progress or (lambda fraction, message: None)
     start = time.perf_counter()
-    ds = read_seg_file(path)
-    timings = {"read": time.perf_counter() - start}
     if fast:
-        t = time.perf_counter()
-        layered = load_binary_fast(ds, progress) or load_labelmap_fast(ds, progress)
-        if layered is not None:
-            timings["decode_assemble"] = time.perf_counter() - t
-            timings["total"] = time.perf_counter() - start
-            progress(1.0, "done")
-            return LoadedSeg(layered, str(ds.SegmentationType), str(ds.FrameOfReferenceUID),
-                             _referenced_series(ds), str(ds.get("SeriesDescription", "")), [], timings)
+        stream = open_seg_header(path)
+        if stream is not None:  # native: the pixel data is read piece by piece while decoding
+            with stream:
+                check_stream_pixel_length(stream, path)
+                timings = {"read": time.perf_counter() - start}
+                loaded = _load_fast(stream.ds, stream, progress, start, timings)
+                if loaded is not None:
+                    return loaded
+                ds = stream.dataset()  # nothing consumed yet: the rest of the file, for highdicom
+            check_pixel_data_length(ds, path)
+        else:
+            ds = _read_whole(path)
+            timings = {"read": time.perf_counter() - start}
+            loaded = _load_fast(ds, None, progress, start, timings)
+            if loaded is not None:
+                return loaded
+    else:
+        ds = read_seg_file(path)
+        timings = {"read": time.perf_counter() - start}
     seg = read_seg_dataset(path, ds)
     warnings: list[str] = []
     seg_type = seg.segmentation_type.value
@@ -215,6 +268,19 @@ def load_seg(path: str | Path, progress: ProgressCallback | None = None, fast: b
     progress(1.0, "done")
     return LoadedSeg(layered, seg_type, str(seg.FrameOfReferenceUID), _referenced_series(seg),
                      str(seg.get("SeriesDescription", "")), warnings, timings)
+
+
+def _load_fast(ds, pixels, progress, start: float, timings: dict) -> LoadedSeg | None:
+    """The fast readers' result (None, with no pixel byte consumed, where they do not apply)."""
+    t = time.perf_counter()
+    layered = load_binary_fast(ds, progress, pixels) or load_labelmap_fast(ds, progress, pixels)
+    if layered is None:
+        return None
+    timings["decode_assemble"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    progress(1.0, "done")
+    return LoadedSeg(layered, str(ds.SegmentationType), str(ds.FrameOfReferenceUID),
+                     _referenced_series(ds), str(ds.get("SeriesDescription", "")), [], timings)
 
 
 def _referenced_series(ds) -> str | None:

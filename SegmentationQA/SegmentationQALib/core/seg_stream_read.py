@@ -1,0 +1,315 @@
+"""Read a native SEG's header with pydicom and its pixel data as a stream, never the whole file at once.
+
+``pydicom.dcmread`` inflates a Deflated Explicit VR Little Endian file into one bytes object and then copies the
+pixel data out of it; for plain files it reads the whole PixelData value. Here the preamble and file meta are read
+with pydicom, the dataset is parsed up to the top-level PixelData (7FE0,0010) from either the plain file or an
+inflating reader, and the pixel bytes are then handed out in the pieces the caller asks for (one segment's frames,
+a batch of LABELMAP frames). Encapsulated (compressed) transfer syntaxes return None: the caller reads them whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .errors import InvalidInputFileError
+
+PIXEL_DATA_TAG = 0x7FE00010
+COMPRESSED_CHUNK = 1 << 20  # bytes of deflated input fed to zlib at a time
+KEEP_BEHIND = 256  # inflated bytes kept behind the read position for pydicom's small rewinds
+LARGE_READ = 4 << 20  # reads above this bypass the look-behind buffer
+# transfer syntax -> is implicit VR (all little endian, native pixel data)
+STREAMABLE = {ExplicitVRLittleEndian: False, DeflatedExplicitVRLittleEndian: False, ImplicitVRLittleEndian: True}
+READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError)
+
+
+class InflatingReader:
+    """Read-only file-like view of a raw-deflate stream: read(n), readinto, tell, and seek within what was inflated.
+
+    While ``keep_history`` is set (header parsing) every inflated byte is kept, so pydicom can rewind anywhere in
+    the header; afterwards only ``KEEP_BEHIND`` bytes are kept behind the position. A deflate stream that ends
+    early or is corrupt raises InvalidInputFileError naming the file.
+    """
+
+    def __init__(self, raw, path: str | Path):
+        self._raw = raw
+        self._path = path
+        self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._buffer = bytearray()
+        self._start = 0  # stream offset of _buffer[0]
+        self._position = 0
+        self.keep_history = True
+        self.name = str(path)
+
+    @property
+    def _end(self) -> int:
+        return self._start + len(self._buffer)
+
+    def _inflate_some(self, wanted: int) -> bytes:
+        """Up to ``wanted`` (>0) more inflated bytes; b"" only at the end of the deflate stream."""
+        while not self._inflate.eof:
+            data = self._inflate.unconsumed_tail or self._raw.read(COMPRESSED_CHUNK)
+            try:
+                out = self._inflate.decompress(data, wanted)
+            except zlib.error as exc:
+                raise InvalidInputFileError(f"corrupt deflate stream at inflated offset {self._end} ({exc})",
+                                            self._path) from exc
+            if out:
+                return out
+            if not data:
+                raise InvalidInputFileError(f"deflate stream truncated: the file ends after {self._end} inflated "
+                                            "bytes without the end of the deflated dataset", self._path)
+        return b""
+
+    def _fill(self, end: int) -> None:
+        while self._end < end:
+            out = self._inflate_some(max(end - self._end, 1 << 16))
+            if not out:
+                return
+            self._buffer += out
+
+    def _trim(self, threshold: int = COMPRESSED_CHUNK) -> None:
+        drop = self._position - self._start - KEEP_BEHIND
+        if not self.keep_history and drop > threshold:
+            del self._buffer[:drop]
+            self._start += drop
+
+    def forget_history(self) -> None:
+        """From now on keep only ``KEEP_BEHIND`` bytes behind the position (the header is parsed)."""
+        self.keep_history = False
+        self._trim(0)
+        self._buffer = bytearray(self._buffer)  # release the header-sized allocation
+
+    def _chunks(self, size: int):
+        """The next ``size`` bytes (fewer at the end of the stream) as pieces, inflating past the buffer directly."""
+        buffered = min(size, max(0, self._end - self._position))
+        if buffered:
+            offset = self._position - self._start
+            yield bytes(self._buffer[offset: offset + buffered])  # a copy: the buffer is cleared below
+            self._position += buffered
+        remaining = size - buffered
+        if remaining:
+            self._buffer.clear()
+            self._start = self._position
+        while remaining:
+            out = self._inflate_some(min(remaining, 16 << 20))
+            if not out:
+                return
+            self._position += len(out)
+            self._start = self._position
+            remaining -= len(out)
+            yield out
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            out = io.BytesIO()
+            while True:
+                piece = self.read(LARGE_READ)
+                out.write(piece)
+                if len(piece) < LARGE_READ:
+                    return out.getvalue()
+        if size > LARGE_READ and not self.keep_history:
+            out = io.BytesIO()  # getvalue() hands over its buffer: one copy of the value in memory, not two
+            for piece in self._chunks(size):
+                out.write(piece)
+            return out.getvalue()
+        self._fill(self._position + size)
+        offset = self._position - self._start
+        with memoryview(self._buffer) as view:
+            data = bytes(view[offset: offset + size])
+        self._position += len(data)
+        self._trim()
+        return data
+
+    def readinto(self, target) -> int:
+        view = memoryview(target).cast("B")
+        filled = 0
+        for piece in self._chunks(len(view)):
+            view[filled: filled + len(piece)] = piece
+            filled += len(piece)
+        self._trim()
+        return filled
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset + (self._position if whence == io.SEEK_CUR else 0)
+        if whence == io.SEEK_END:
+            raise OSError("seek from the end of a deflate stream is not supported")
+        if target < self._start:
+            raise OSError(f"cannot seek back to {target} in a deflate stream (kept from {self._start})")
+        self._fill(target)
+        self._position = min(target, self._end)
+        return self._position
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+def _at_top_level_pixel_data(tag, vr, length) -> bool:
+    return tag == PIXEL_DATA_TAG
+
+
+class SegStream:
+    """A native SEG opened for streaming: ``ds`` is the header (no PixelData), the pixel value is read in pieces."""
+
+    def __init__(self, path: Path, raw, reader, ds: FileDataset, pixel_vr: str | None, pixel_length: int | None):
+        self.path = path
+        self._raw = raw
+        self._reader = reader
+        self.ds = ds
+        self.pixel_vr = pixel_vr
+        self.pixel_length = pixel_length  # None: the file has no top-level PixelData
+        self.consumed = 0  # pixel bytes handed out so far
+        self.pixel_element_start = reader.tell() - (8 if pixel_vr is None else 12) if pixel_length is not None else None
+        self._complete = False
+
+    @property
+    def deflated(self) -> bool:
+        return isinstance(self._reader, InflatingReader)
+
+    def _short(self, got: int):
+        return InvalidInputFileError(f"pixel data truncated: the file ends after {self.consumed + got} of the "
+                                     f"{self.pixel_length} pixel data bytes it declares", self.path, "PixelData")
+
+    def available_pixel_bytes(self) -> int:
+        """Pixel bytes the file declares; for a plain file, no more than it still holds (a deflated file's
+        inflated length is only known once read)."""
+        if self.pixel_length is None:
+            return 0
+        if self.deflated:
+            return self.pixel_length
+        return min(self.pixel_length, os.fstat(self._raw.fileno()).st_size - self._raw.tell())
+
+    def read(self, size: int) -> bytes:
+        """Exactly the next ``size`` pixel bytes, or InvalidInputFileError if the file ends before them."""
+        data = self._reader.read(size) if size else b""
+        if len(data) < size:
+            raise self._short(len(data))
+        self.consumed += size
+        return data
+
+    def read_array(self, size: int) -> np.ndarray:
+        """The next ``size`` pixel bytes in a new uint8 array (read into it directly: one copy in memory)."""
+        out = np.empty(size, dtype=np.uint8)
+        filled = self._reader.readinto(out) if size else 0
+        if filled < size:
+            raise self._short(filled)
+        self.consumed += size
+        return out
+
+    def dataset(self) -> FileDataset:
+        """The complete dataset, as dcmread gives it: PixelData and anything after it read from where it starts."""
+        if self._complete:
+            return self.ds
+        if self.consumed:
+            raise RuntimeError("pixel data already partly consumed; reopen the file for the whole dataset")
+        if self.pixel_length is not None:
+            implicit, little, encoding = self.ds.original_encoding + (self.ds._character_set,)
+            try:
+                self._reader.seek(self.pixel_element_start)
+                rest = read_dataset(self._reader, implicit, little, parent_encoding=encoding)
+            except READ_ERRORS as exc:
+                raise InvalidInputFileError(f"not a readable DICOM file ({exc})", self.path) from exc
+            self.ds.update(rest)
+        self._complete = True
+        return self.ds
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> SegStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_seg_stream(path: str | Path) -> SegStream | None:
+    """The file's header parsed up to the top-level PixelData, positioned at its value; None if not native.
+
+    Raises InvalidInputFileError for unreadable files (not DICOM, corrupt or truncated deflate stream).
+    """
+    path = Path(path)
+    raw = open(path, "rb")  # noqa: SIM115 - owned by the returned SegStream
+    try:
+        try:
+            preamble = read_preamble(raw, False)
+            file_meta = _read_file_meta_info(raw)
+        except READ_ERRORS as exc:
+            raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
+        syntax = file_meta.get("TransferSyntaxUID")
+        if syntax not in STREAMABLE:
+            raw.close()
+            return None
+        implicit = STREAMABLE[syntax]
+        reader = InflatingReader(raw, path) if syntax == DeflatedExplicitVRLittleEndian else raw
+        try:
+            dataset = read_dataset(reader, implicit, True, stop_when=_at_top_level_pixel_data)
+            pixel_vr, pixel_length = _read_pixel_data_header(reader, implicit)
+        except READ_ERRORS as exc:
+            raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
+        ds = FileDataset(str(path), dataset, preamble, file_meta, implicit, True)
+        ds.set_original_encoding(implicit, True, dataset._character_set)
+        stream = SegStream(path, raw, reader, ds, pixel_vr, pixel_length)
+        if isinstance(reader, InflatingReader):
+            reader.forget_history()
+        if pixel_length is None:
+            stream._complete = True
+        return stream
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _read_pixel_data_header(reader, implicit: bool) -> tuple[str | None, int | None]:
+    """(VR, length) of the PixelData element the reader is positioned at, leaving it at the value; (None, None)
+    at the end of the dataset. Undefined length (encapsulated in a native syntax) is an error."""
+    start = reader.tell()
+    head = reader.read(8)
+    if len(head) < 8 or int.from_bytes(head[:2], "little") != 0x7FE0 or int.from_bytes(head[2:4], "little") != 0x0010:
+        reader.seek(start)
+        return None, None
+    if implicit:
+        vr, length = None, int.from_bytes(head[4:8], "little")
+    else:
+        vr = head[4:6].decode("ascii", "replace")
+        extra = reader.read(4)
+        if len(extra) < 4:
+            raise EOFError("file ends inside the PixelData element header")
+        length = int.from_bytes(extra, "little")
+    if length == 0xFFFFFFFF:
+        raise ValueError("PixelData has undefined length in a native transfer syntax")
+    return vr, length
+
+
+def read_complete(path: str | Path) -> pydicom.Dataset:
+    """The whole dataset: streamed header then the rest in one read for native syntaxes, dcmread otherwise."""
+    stream = open_seg_stream(path)
+    if stream is None:
+        return pydicom.dcmread(path)
+    with stream:
+        return stream.dataset()
+
+
+def frames_dtype(ds: Dataset) -> np.dtype | None:
+    """numpy dtype of native 8/16-bit single-sample unsigned frames whose stored bits fill the allocated bits."""
+    bits = int(ds.get("BitsAllocated", 0))
+    if bits not in (8, 16) or int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("PixelRepresentation", 0)) != 0:
+        return None
+    if int(ds.get("BitsStored", bits)) != bits:
+        return None
+    return np.dtype(np.uint8 if bits == 8 else "<u2")
