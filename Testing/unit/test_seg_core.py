@@ -95,7 +95,7 @@ def test_labelmap_export_round_trip_many_labels(totalseg_case, tmp_path, compres
 def test_our_labelmap_seg_reads_the_same_in_highdicom_and_dcmqi(totalseg_case, tmp_path):
     geometry, labels, series, layered = totalseg_case
     result = write_seg(layered, series, tmp_path / "seg.dcm")
-    assert result.compression == "rle"
+    assert result.compression == "deflate"
     volume = hd.seg.segread(result.seg_path).get_volume(combine_segments=True)
     hd_geometry = VolumeGeometry(volume.spatial_shape, np.asarray(volume.affine)[:, [2, 1, 0, 3]])
     dcmqi = dcmqi_segments(tmp_path / "seg.dcm", tmp_path / "dcmqi")
@@ -119,7 +119,7 @@ def overlapping_case(series_geometry):
     return LayeredSegmentation(series_geometry, [first, second], segments)
 
 
-@pytest.mark.parametrize("compression", [Compression.NONE, Compression.JPEG2000])
+@pytest.mark.parametrize("compression", [Compression.DEFLATE, Compression.NONE, Compression.JPEG2000])
 def test_binary_overlap_round_trip_and_dcmqi(shared_data, tmp_path, compression):
     series = dicom_series.read_image_series(shared_data / "dcmqi/segmentations/ct-3slice")
     layered = overlapping_case(series.geometry)
@@ -131,7 +131,7 @@ def test_binary_overlap_round_trip_and_dcmqi(shared_data, tmp_path, compression)
     assert loaded.layered.has_overlap() and len(loaded.layered.layers) == 2
     for index in range(3):
         assert_same_voxels(series.geometry, layered.mask(index), loaded.layered.geometry, loaded.layered.mask(index))
-    if compression == Compression.NONE:  # dcmqi's DCMTK build decodes uncompressed and RLE only
+    if compression != Compression.JPEG2000:  # dcmqi's DCMTK build decodes native, deflated and RLE only
         dcmqi = dcmqi_segments(tmp_path / "seg.dcm", tmp_path / "dq")
         for index in range(3):
             geometry, mask, _ = dcmqi[index + 1]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from .dicom_series import ImageSeries
 from .errors import (
@@ -18,8 +19,10 @@ from .errors import (
     OverlapError,
 )
 from .safe_write import atomic_output_file
-from .seg_fast_write import fast_binary_supported, finish_binary_seg, save_with_tail, template_pixels
-from .seg_options import SegExportOptions, SegExportResult, SegmentReport, SegType, default_compression
+from .seg_census import segmentation_census, segments_overlap
+from .seg_fast_write import fast_path_supported, finish_seg, iterate_tail, template_pixels
+from .seg_options import Compression, SegExportOptions, SegExportResult, SegmentReport, SegType, default_compression
+from .seg_stream import write_with_tail
 from .segmentation import CodedTerm, LayeredSegmentation, Segment
 
 ProgressCallback = Callable[[float, str], None]
@@ -121,49 +124,9 @@ def build_pixel_input(layered: LayeredSegmentation, seg_type: SegType) -> np.nda
     return stack
 
 
-def write_seg(
-    layered: LayeredSegmentation,
-    reference: ImageSeries,
-    output_path: str | Path,
-    options: SegExportOptions | None = None,
-    progress: ProgressCallback | None = None,
-) -> SegExportResult:
-    """Export ``layered`` (already on the reference grid) as one DICOM SEG file, atomically."""
-    options = options or SegExportOptions()
-    progress = progress or (lambda fraction, message: None)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    check_reference(layered, reference, options)
-
-    counts = layered.voxel_counts()
-    kept = [i for i, count in enumerate(counts) if count > 0]
-    warnings = [f"segment {layered.segments[i].name!r} is empty and was not exported" for i in range(len(counts))
-                if counts[i] == 0]
-    if not kept:
-        raise EmptySegmentationError("nothing to export: every segment is empty", output_path)
-    layered = layered.subset(kept)
-    counts = [counts[i] for i in kept]
-    overlapping = layered.has_overlap()
-    seg_type = resolve_seg_type(options.seg_type, overlapping, str(output_path))
-    compression = options.compression or default_compression(seg_type)
-    if not compression.supports(seg_type):
-        raise DicomFidelityError(f"compression {compression.value!r} is not available for {seg_type.value.upper()} "
-                                 "SEG (1-bit frames); use 'none' or 'jpeg2000'", output_path)
-    timings["analyse"] = time.perf_counter() - start
-    progress(0.1, "describing segments")
-
-    descriptions, reports = [], []
-    for number, (segment, count) in enumerate(zip(layered.segments, counts), start=1):
-        description, segment_warnings = segment_description(number, segment, options)
-        descriptions.append(description)
-        reports.append(SegmentReport(number, str(description.SegmentLabel), count, segment.segment_id, segment_warnings))
-        warnings.extend(segment_warnings)
-
-    progress(0.2, "encoding frames")
-    t = time.perf_counter()
-    transfer_syntax = compression.transfer_syntax_uid
-    fast = seg_type == SegType.BINARY and fast_binary_supported(layered, transfer_syntax)
-    if fast:  # highdicom describes the segments on one plane; the frames are assembled in bulk
+def _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast):
+    """highdicom's Segmentation: of one template plane on the fast path, else of every frame."""
+    if fast:
         pixels, sources = template_pixels(layered), reference.datasets[:1]
     else:
         pixels, sources = build_pixel_input(layered, seg_type), reference.datasets
@@ -184,24 +147,84 @@ def write_seg(
         content_description=options.content_description,
         content_creator_name=options.content_creator_name,
         series_description=options.series_description,
-        transfer_syntax_uid=transfer_syntax,
+        # highdicom does not write Deflated: it builds explicit VR little endian, which pydicom then deflates
+        transfer_syntax_uid=ExplicitVRLittleEndian if fast or transfer_syntax == DeflatedExplicitVRLittleEndian
+        else transfer_syntax,
         omit_empty_frames=True,
         **CHARACTER_SET_ARGUMENT,
     )
     # UTF-8 always: segment names may be in any language, and some sources carry an empty, invalid value.
     seg.SpecificCharacterSet = "ISO_IR 192"
-    del pixels
-    tail = b""
+    return seg, None
+
+
+def write_seg(
+    layered: LayeredSegmentation,
+    reference: ImageSeries,
+    output_path: str | Path,
+    options: SegExportOptions | None = None,
+    progress: ProgressCallback | None = None,
+    fast: bool = True,
+) -> SegExportResult:
+    """Export ``layered`` (already on the reference grid) as one DICOM SEG file, atomically.
+
+    ``fast`` streams native (uncompressed or deflated) frames through seg_fast_write; otherwise, and for the
+    encapsulated syntaxes, highdicom builds every frame. Both write the same object (tested).
+    """
+    options = options or SegExportOptions()
+    progress = progress or (lambda fraction, message: None)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    check_reference(layered, reference, options)
+
+    census = segmentation_census(layered)
+    counts = census.voxel_counts(layered)
+    kept = [i for i, count in enumerate(counts) if count > 0]
+    warnings = [f"segment {layered.segments[i].name!r} is empty and was not exported" for i in range(len(counts))
+                if counts[i] == 0]
+    if not kept:
+        raise EmptySegmentationError("nothing to export: every segment is empty", output_path)
+    layered = layered.subset(kept)
+    counts = [counts[i] for i in kept]
+    overlapping = segments_overlap(layered)
+    seg_type = resolve_seg_type(options.seg_type, overlapping, str(output_path))
+    compression = options.compression or default_compression(seg_type)
+    if not compression.supports(seg_type):
+        raise DicomFidelityError(f"compression {compression.value!r} is not available for {seg_type.value.upper()} "
+                                 "SEG (1-bit frames); use 'deflate', 'none' or 'jpeg2000'", output_path)
+    timings["analyse"] = time.perf_counter() - start
+    progress(0.1, "describing segments")
+
+    descriptions, reports = [], []
+    for number, (segment, count) in enumerate(zip(layered.segments, counts), start=1):
+        description, segment_warnings = segment_description(number, segment, options)
+        descriptions.append(description)
+        reports.append(SegmentReport(number, str(description.SegmentLabel), count, segment.segment_id, segment_warnings))
+        warnings.extend(segment_warnings)
+
+    progress(0.2, "encoding frames")
+    t = time.perf_counter()
+    transfer_syntax = compression.transfer_syntax_uid
+    fast = fast and fast_path_supported(layered, seg_type.value.upper(), transfer_syntax)
+    seg, tail = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
     if fast:
-        seg, tail = finish_binary_seg(seg, layered, reference, overlapping)
+        finished = finish_seg(seg, layered, reference, census, overlapping)
+        if finished is None:  # a layout the fast path does not build: highdicom builds all of it
+            fast = False
+            seg, tail = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
+        else:
+            seg, tail = finished
     timings["build"] = time.perf_counter() - t
-    progress(0.8, "writing file")
+    progress(0.5 if fast else 0.8, "writing file")
     t = time.perf_counter()
     output_path = Path(output_path)
     with atomic_output_file(output_path) as tmp:
         if fast:
-            save_with_tail(seg, tail, tmp)
+            with open(tmp, "wb") as handle:
+                write_with_tail(seg, iterate_tail(tail), handle, deflated=compression == Compression.DEFLATE,
+                                level=options.deflate_level)
         else:
+            seg.file_meta.TransferSyntaxUID = transfer_syntax
             seg.save_as(tmp, enforce_file_format=True)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start

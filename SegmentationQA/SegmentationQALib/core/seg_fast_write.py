@@ -1,15 +1,18 @@
-"""Fast path for writing uncompressed BINARY SEGs with many (possibly overlapping) segments.
+"""Fast path for writing BINARY and LABELMAP SEGs with native pixel data (uncompressed or deflated).
 
-highdicom needs one boolean volume per segment at once ((slices, rows, columns, segments): 52 GB for 1000
-segments on a 512x512x200 grid) and builds a pydicom Dataset per frame. Here highdicom still builds and validates
-everything that is not per-frame (segment descriptions, shared functional groups, dimension index, patient/study),
-from a one-plane template; the per-frame functional groups are assembled as bytes from pre-encoded pieces, and each
-segment's frames are bit-packed from its label layer, touching only the rows the segment occupies.
+highdicom needs one boolean volume per segment at once for BINARY ((slices, rows, columns, segments): 52 GB for
+1000 segments on a 512x512x200 grid), builds a pydicom Dataset per frame, and encodes the frames one by one.
+Here highdicom still builds and validates everything that is not per-frame (segment descriptions, shared
+functional groups, dimension index, patient/study, references), from a one-plane template. The per-frame
+functional groups are assembled as bytes from pre-encoded pieces, and the frames are streamed straight from the
+label layers: LABELMAP slices as they are (or through a lookup table when the stored values are not the segment
+numbers); BINARY frames bit-packed per segment, touching only the rows the segment occupies.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -17,19 +20,27 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.valuerep import format_number_as_ds
 
 from .dicom_series import ImageSeries
-from .segmentation import LayeredSegmentation, label_counts
+from .seg_census import SegmentationCensus
+from .segmentation import LayeredSegmentation
 
 PER_FRAME_TAG = Tag("PerFrameFunctionalGroupsSequence")
 ITEM_TAG = b"\xfe\xff\x00\xe0"
+SEGMENT_POINTER = Tag("ReferencedSegmentNumber")
+POSITION_POINTER = Tag("ImagePositionPatient")
+NATIVE_SYNTAXES = (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+FRAMES_PER_CHUNK = 64  # BINARY frames packed at once (2 MB for 512x512): bounds the memory of the stream
 
 
-def fast_binary_supported(layered: LayeredSegmentation, transfer_syntax_uid: str) -> bool:
-    """Uncompressed BINARY on a grid whose rows pack into whole bytes (every CT/MR matrix in practice)."""
+def fast_path_supported(layered: LayeredSegmentation, seg_type: str, transfer_syntax_uid: str) -> bool:
+    """Native pixel data (uncompressed or deflated); BINARY rows must pack into whole bytes (every CT/MR matrix)."""
     rows, columns = layered.geometry.shape[1:]
-    return transfer_syntax_uid == ExplicitVRLittleEndian and columns % 8 == 0 and rows * columns >= len(layered.segments)
+    if transfer_syntax_uid not in NATIVE_SYNTAXES or rows * columns < len(layered.segments):
+        return False
+    return seg_type != "BINARY" or columns % 8 == 0
 
 
 def _encode(element_dataset: Dataset, keyword: str) -> bytes:
@@ -55,116 +66,285 @@ def template_pixels(layered: LayeredSegmentation) -> np.ndarray:
     return plane
 
 
-def frames_by_segment(layered: LayeredSegmentation) -> list[np.ndarray]:
-    """For each segment, the slice indices (ascending) where it has at least one voxel."""
-    presence_per_layer = []
-    for layer in layered.layers:
-        values = max((s.label_value for s in layered.segments), default=0) + 1
-        presence = np.zeros((layer.shape[0], values), dtype=bool)
-        for k in range(layer.shape[0]):
-            counts = label_counts(layer[k])[:values]
-            presence[k, : counts.size] = counts > 0
-        presence_per_layer.append(presence)
-    return [np.flatnonzero(presence_per_layer[s.layer][:, s.label_value]) for s in layered.segments]
+def dimension_kinds(template: Dataset) -> list[str] | None:
+    """The frame dimensions in DimensionIndexValues order ("segment", "plane"); None if not the usual ones."""
+    kinds = []
+    for item in template.DimensionIndexSequence:
+        pointer = Tag(item.DimensionIndexPointer)
+        if pointer == SEGMENT_POINTER:
+            kinds.append("segment")
+        elif pointer == POSITION_POINTER:
+            kinds.append("plane")
+        else:
+            return None
+    return kinds
 
 
-def pack_frames(layered: LayeredSegmentation, slices_per_segment: list[np.ndarray]) -> bytes:
-    """1-bit frames, segment after segment, little-endian bit order, only the occupied rows packed."""
-    rows, columns = layered.geometry.shape[1:]
-    row_bytes = columns // 8
-    chunks = []
-    for segment, slices in zip(layered.segments, slices_per_segment):
-        if not len(slices):
-            continue
-        layer = layered.layers[segment.layer]
-        block = layer[slices] == segment.label_value
-        occupied = np.flatnonzero(block.any(axis=(0, 2)))
-        r0, r1 = int(occupied[0]), int(occupied[-1]) + 1
-        packed = np.zeros((len(slices), rows, row_bytes), dtype=np.uint8)
-        packed[:, r0:r1, :] = np.packbits(block[:, r0:r1, :], axis=-1, bitorder="little")
-        chunks.append(packed.reshape(-1))
-    data = np.concatenate(chunks).tobytes() if chunks else b""
-    return data + b"\x00" if len(data) % 2 else data
+def _tag_bytes(tag: int) -> bytes:
+    return (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little")
 
 
-def per_frame_sequence(template_item: Dataset, reference: ImageSeries, slices_per_segment: list[np.ndarray],
-                       plane_index: dict[int, int]) -> tuple[bytes, int]:
-    """The bytes of PerFrameFunctionalGroupsSequence items, assembled from elements encoded once per plane."""
-    source_template = template_item.DerivationImageSequence[0].SourceImageSequence[0]
-    derivation, position = {}, {}
+def _uid_element(tag: int, uid: str) -> bytes:
+    value = str(uid).encode("ascii")
+    value += b"\x00" * (len(value) % 2)
+    return _tag_bytes(tag) + b"UI" + len(value).to_bytes(2, "little") + value
+
+
+def _item(elements: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(encoded for _, encoded in sorted(elements, key=lambda pair: pair[0]))
+    return ITEM_TAG + len(body).to_bytes(4, "little") + body
+
+
+def _sequence_element(tag: int, items: list[bytes]) -> bytes:
+    body = b"".join(items)
+    return _tag_bytes(tag) + b"SQ\x00\x00" + len(body).to_bytes(4, "little") + body
+
+
+def _constant_elements(item: Dataset, skip: tuple[str, ...]) -> list[tuple[int, bytes]]:
+    return [(int(element.tag), _encode(item, element.keyword)) for element in item if element.keyword not in skip]
+
+
+def derivation_elements(template_item: Dataset, reference: ImageSeries, planes) -> dict[int, bytes]:
+    """Per plane, the encoded DerivationImageSequence: the template's, with the plane's source image UIDs."""
+    derivation = template_item.DerivationImageSequence[0]
+    source = derivation.SourceImageSequence[0]
+    uid_keywords = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID")
+    source_constant = _constant_elements(source, uid_keywords)
+    derivation_constant = _constant_elements(derivation, ("SourceImageSequence",))
+    class_tag, instance_tag = (int(Tag(keyword)) for keyword in uid_keywords)
+    result = {}
+    for k in planes:
+        ds = reference.datasets[k]
+        source_item = _item(source_constant + [(class_tag, _uid_element(class_tag, ds.SOPClassUID)),
+                                               (instance_tag, _uid_element(instance_tag, ds.SOPInstanceUID))])
+        source_sequence = _sequence_element(int(Tag("SourceImageSequence")), [source_item])
+        item = _item(derivation_constant + [(int(Tag("SourceImageSequence")), source_sequence)])
+        result[k] = _sequence_element(int(Tag("DerivationImageSequence")), [item])
+    return result
+
+
+def per_frame_sequence(template_item: Dataset, kinds: list[str], reference: ImageSeries,
+                       frames: list[tuple[int, int]], plane_index: dict[int, int]) -> bytes:
+    """The bytes of PerFrameFunctionalGroupsSequence items for ``frames`` ((segment number, slice) pairs),
+    assembled from the template item's elements, encoded once per plane or segment."""
+    pieces: dict[str, dict[int, bytes]] = {
+        "DerivationImageSequence": derivation_elements(template_item, reference, plane_index),
+        "PlanePositionSequence": {},
+    }
     for k in plane_index:
-        item = copy.deepcopy(template_item.DerivationImageSequence[0])
-        source = copy.deepcopy(source_template)
-        source.ReferencedSOPClassUID = reference.datasets[k].SOPClassUID
-        source.ReferencedSOPInstanceUID = reference.datasets[k].SOPInstanceUID
-        item.SourceImageSequence = Sequence([source])
-        derivation[k] = _encode(_sequence("DerivationImageSequence", [item]), "DerivationImageSequence")
         plane = Dataset()
         plane.ImagePositionPatient = list(reference.datasets[k].ImagePositionPatient)
-        position[k] = _encode(_sequence("PlanePositionSequence", [plane]), "PlanePositionSequence")
-    content, segment_id = Dataset(), Dataset()
-    content.DimensionIndexValues = [0x7FFFFFF1, 0x7FFFFFF2]
+        pieces["PlanePositionSequence"][k] = _encode(_sequence("PlanePositionSequence", [plane]),
+                                                     "PlanePositionSequence")
+    content = copy.deepcopy(template_item.FrameContentSequence[0])
+    placeholders = [0x7FFFFFF1 + n for n in range(len(kinds))]
+    content.DimensionIndexValues = placeholders if len(placeholders) > 1 else placeholders[0]
     content_bytes = _encode(_sequence("FrameContentSequence", [content]), "FrameContentSequence")
-    segment_id.ReferencedSegmentNumber = 0x7FF1
-    segment_bytes = _encode(_sequence("SegmentIdentificationSequence", [segment_id]), "SegmentIdentificationSequence")
-    first_offset = content_bytes.index((0x7FFFFFF1).to_bytes(4, "little"))
-    number_offset = segment_bytes.index((0x7FF1).to_bytes(2, "little"))
-    parts, frames = [], 0
-    for number, slices in enumerate(slices_per_segment, start=1):
-        segment_part = bytearray(segment_bytes)
-        segment_part[number_offset:number_offset + 2] = number.to_bytes(2, "little")
-        for k in slices:
-            frame_content = bytearray(content_bytes)
-            frame_content[first_offset:first_offset + 8] = number.to_bytes(4, "little") + plane_index[int(k)].to_bytes(4, "little")
-            body = derivation[int(k)] + bytes(frame_content) + position[int(k)] + bytes(segment_part)
-            parts.append(ITEM_TAG + len(body).to_bytes(4, "little") + body)
-            frames += 1
-    return b"".join(parts), frames
+    values_offset = content_bytes.index(placeholders[0].to_bytes(4, "little"))
+    content_head, content_tail = content_bytes[:values_offset], content_bytes[values_offset + 4 * len(kinds):]
+    segment_bytes, number_offset = b"", 0
+    if "SegmentIdentificationSequence" in template_item:
+        segment_id = Dataset()
+        segment_id.ReferencedSegmentNumber = 0x7FF1
+        segment_bytes = _encode(_sequence("SegmentIdentificationSequence", [segment_id]),
+                                "SegmentIdentificationSequence")
+        number_offset = segment_bytes.index((0x7FF1).to_bytes(2, "little"))
+    order = [element.keyword for element in template_item]  # ascending tags: the order they are written in
+    constant = {keyword: _encode(template_item, keyword) for keyword in order
+                if keyword not in ("DerivationImageSequence", "PlanePositionSequence", "FrameContentSequence",
+                                   "SegmentIdentificationSequence")}
+    split = order.index("FrameContentSequence")
+    parts = []
+    segment_part = b""
+    last_number = None
+    for number, k in frames:
+        if segment_bytes and number != last_number:
+            segment_part = (segment_bytes[:number_offset] + number.to_bytes(2, "little")
+                            + segment_bytes[number_offset + 2:])
+            last_number = number
+        values = b"".join((number if kind == "segment" else plane_index[k]).to_bytes(4, "little") for kind in kinds)
+        body = []
+        for position, keyword in enumerate(order):
+            if position == split:
+                body.append(content_head + values + content_tail)
+            elif keyword in pieces:
+                body.append(pieces[keyword][k])
+            elif keyword == "SegmentIdentificationSequence":
+                body.append(segment_part)
+            else:
+                body.append(constant[keyword])
+        body = b"".join(body)
+        parts.append(ITEM_TAG + len(body).to_bytes(4, "little") + body)
+    return b"".join(parts)
 
 
-def finish_binary_seg(template: Dataset, layered: LayeredSegmentation, reference: ImageSeries,
-                      overlapping: bool) -> tuple[Dataset, bytes]:
+def labelmap_lookup(layered: LayeredSegmentation, dtype) -> list[np.ndarray | None]:
+    """Per layer, the table from stored label values to segment numbers (None for a layer stored as the segment
+    numbers already, which is then written without a copy)."""
+    tables = []
+    for index, layer in enumerate(layered.layers):
+        members = [(n, s.label_value) for n, s in enumerate(layered.segments, start=1) if s.layer == index]
+        if not members:
+            tables.append(np.zeros(1, dtype=dtype))
+            continue
+        top = max(int(layer.max()), max(v for _, v in members))
+        table = np.zeros(top + 1, dtype=dtype)
+        for number, value in members:
+            table[value] = number
+        identity = (len(layered.layers) == 1 and layer.dtype == np.dtype(dtype)
+                    and bool(np.all(table[1:] == np.arange(1, table.size, dtype=table.dtype))))
+        tables.append(None if identity else table)
+    return tables
+
+
+def labelmap_chunks(layered: LayeredSegmentation, slices: list[int], dtype) -> Iterator[memoryview]:
+    """LABELMAP frames (segment numbers per pixel) of ``slices`` in that order, up to 16 slices at a time."""
+    tables = labelmap_lookup(layered, dtype)
+    for start in range(0, len(slices), 16):
+        chunk = slices[start:start + 16]
+        first, last = chunk[0], chunk[-1]
+        if last - first + 1 == len(chunk):
+            pick = slice(first, last + 1)  # ascending run: a view
+        elif first - last + 1 == len(chunk):
+            pick = slice(first, last - 1 if last > 0 else None, -1)  # descending run
+        else:
+            pick = np.asarray(chunk)
+        if tables[0] is None:
+            yield memoryview(np.ascontiguousarray(layered.layers[0][pick])).cast("B")
+            continue
+        out = None
+        for table, layer in zip(tables, layered.layers):
+            mapped = np.take(table, layer[pick], mode="clip")
+            out = mapped if out is None else out + mapped  # layers do not overlap in a LABELMAP
+        yield memoryview(np.ascontiguousarray(out)).cast("B")
+
+
+def binary_chunks(layered: LayeredSegmentation, census: SegmentationCensus,
+                  slices_per_segment: list[np.ndarray]) -> Iterator[memoryview]:
+    """1-bit frames, segment after segment, little-endian bit order; only the occupied rows are packed."""
+    rows, columns = layered.geometry.shape[1:]
+    row_bytes = columns // 8
+    for segment, slices in zip(layered.segments, slices_per_segment):
+        layer = layered.layers[segment.layer]
+        r0, r1 = census.row_range(segment)
+        for start in range(0, len(slices), FRAMES_PER_CHUNK):
+            chunk = slices[start:start + FRAMES_PER_CHUNK]
+            if chunk[-1] - chunk[0] + 1 == len(chunk):
+                band = layer[int(chunk[0]):int(chunk[-1]) + 1, r0:r1, :]
+            else:
+                band = layer[chunk, r0:r1, :]
+            packed = np.zeros((len(chunk), rows, row_bytes), dtype=np.uint8)
+            packed[:, r0:r1, :] = np.packbits(band == segment.label_value, axis=-1, bitorder="little")
+            yield memoryview(packed).cast("B")
+
+
+def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: ImageSeries, census: SegmentationCensus,
+               overlapping: bool) -> tuple[Dataset, list] | None:
     """Turn highdicom's one-plane template into the full SEG.
 
-    Returns the dataset without its per-frame functional groups and pixel data, and those two elements encoded
-    as bytes: they are the last two elements of a SEG, so they are appended to the file as they are (pydicom
-    would otherwise parse the pre-encoded sequence again just to write it).
+    Returns the dataset without its per-frame functional groups and pixel data, and those two elements as a
+    stream of bytes to append (they are the last two elements of a SEG). None when the template has a layout
+    this path does not build (the caller then lets highdicom build everything).
     """
-    slices_per_segment = frames_by_segment(layered)
-    used = sorted({int(k) for slices in slices_per_segment for k in slices})
-    # Dimension index of the position: planes in order along the slice normal, numbered among the planes used.
-    plane_index = {k: n for n, k in enumerate(used, start=1)}
+    kinds = dimension_kinds(template)
+    binary = str(template.SegmentationType) == "BINARY"
+    if kinds is None or "plane" not in kinds or (binary != ("segment" in kinds)):
+        return None
     template_item = template.PerFrameFunctionalGroupsSequence[0]
-    sequence_bytes, frames = per_frame_sequence(template_item, reference, slices_per_segment, plane_index)
+    rank = plane_rank(reference)
+    slices_per_segment = [slices[np.argsort(rank[slices], kind="stable")] for slices in census.slices(layered)]
+    used = sorted({int(k) for slices in slices_per_segment for k in slices}, key=lambda k: rank[k])
+    if binary:
+        frames = [(number, int(k)) for number, slices in enumerate(slices_per_segment, start=1) for k in slices]
+    else:
+        frames = [(0, k) for k in used]
+    plane_index = {k: n for n, k in enumerate(used, start=1)}  # position index: rank among the planes used
+    sequence_bytes = per_frame_sequence(template_item, kinds, reference, frames, plane_index)
     del template[PER_FRAME_TAG]
     if "PixelData" in template:
         del template.PixelData
     later = [tag for tag in template.keys() if tag > PER_FRAME_TAG]
     if later:
         raise ValueError(f"unexpected elements after the per-frame functional groups: {later}")
-    template.NumberOfFrames = frames
+    template.NumberOfFrames = len(frames)
+    _volume_attributes(template, reference, used, binary and len(slices_per_segment) > 1)
     template.SegmentsOverlap = "YES" if overlapping else "NO"
     instance_template = template.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
     template.ReferencedSeriesSequence[0].ReferencedInstanceSequence = Sequence(
-        [_reference_item(instance_template, reference.datasets[k]) for k in used])
+        [_reference_item(instance_template, ds) for ds in reference.datasets])
     if "SourceImageSequence" in template:
         source_template = template.SourceImageSequence[0]
-        template.SourceImageSequence = Sequence([_reference_item(source_template, reference.datasets[k]) for k in used])
-    pixel_bytes = pack_frames(layered, slices_per_segment)
-    tail = (b"\x00\x52\x30\x92SQ\x00\x00" + len(sequence_bytes).to_bytes(4, "little") + sequence_bytes
-            + b"\xe0\x7f\x10\x00OB\x00\x00" + len(pixel_bytes).to_bytes(4, "little") + pixel_bytes)
+        template.SourceImageSequence = Sequence([_reference_item(source_template, ds) for ds in reference.datasets])
+    rows, columns = layered.geometry.shape[1:]
+    if binary:
+        pixel_bytes = len(frames) * rows * columns // 8
+        chunks = binary_chunks(layered, census, slices_per_segment)
+    else:
+        dtype = np.uint16 if int(template.BitsAllocated) == 16 else np.uint8
+        pixel_bytes = len(frames) * rows * columns * np.dtype(dtype).itemsize
+        chunks = labelmap_chunks(layered, used, dtype)
+    vr = b"OW" if int(template.BitsAllocated) > 8 else b"OB"
+    padded = pixel_bytes + pixel_bytes % 2
+    head = (b"\x00\x52\x30\x92SQ\x00\x00" + len(sequence_bytes).to_bytes(4, "little"))
+    pixel_head = b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + padded.to_bytes(4, "little")
+    tail = [head, sequence_bytes, pixel_head, chunks, b"\x00" * (padded - pixel_bytes)]
     return template, tail
 
 
+def plane_rank(reference: ImageSeries) -> np.ndarray:
+    """Rank of each reference plane in highdicom's frame order (along its normal, VOLUME_INDEX_CONVENTION)."""
+    from highdicom.spatial import VOLUME_INDEX_CONVENTION, get_plane_sort_index
+
+    positions = [[float(v) for v in ds.ImagePositionPatient] for ds in reference.datasets]
+    orientation = [float(v) for v in reference.datasets[0].ImageOrientationPatient]
+    order = np.asarray(get_plane_sort_index(positions, orientation, index_convention=VOLUME_INDEX_CONVENTION))
+    rank = np.empty(len(positions), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _volume_attributes(template: Dataset, reference: ImageSeries, used: list[int], several_segments: bool) -> None:
+    """What highdicom derives from every plane, which a one-plane template cannot know: the spacing between
+    slices (from all source positions, unless the source states it) and the "3D" dimension organization (frames
+    of one segment, or a LABELMAP, on regularly spaced planes)."""
+    from highdicom.spatial import get_volume_positions
+
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in reference.datasets])
+    shared = template.SharedFunctionalGroupsSequence[0]
+    orientation = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    measures = shared.PixelMeasuresSequence[0]
+    if "SpacingBetweenSlices" not in reference.datasets[0]:
+        spacing, _ = get_volume_positions(image_positions=positions, image_orientation=orientation)
+        if spacing is not None:
+            measures.SpacingBetweenSlices = format_number_as_ds(spacing)
+        elif "SpacingBetweenSlices" in measures:
+            del measures.SpacingBetweenSlices
+    three_d = False
+    if len(used) > 1 and not several_segments:
+        spacing, _ = get_volume_positions(image_positions=positions[used], image_orientation=orientation, sort=False)
+        three_d = spacing is not None and spacing > 0.0
+    if three_d:
+        template.DimensionOrganizationType = "3D"
+    elif "DimensionOrganizationType" in template:
+        del template.DimensionOrganizationType
+
+
+def iterate_tail(tail: list) -> Iterator:
+    """Flatten the tail of finish_seg (bytes and iterators of buffers) into buffers."""
+    for part in tail:
+        if isinstance(part, (bytes, bytearray, memoryview)):
+            if len(part):
+                yield part
+        else:
+            yield from part
+
+
 def _reference_item(template_item: Dataset, source: Dataset) -> Dataset:
-    item = copy.deepcopy(template_item)  # a copy: Dataset.update would share (and so overwrite) the elements
+    """The template's reference item for ``source``: its other elements are shared, not copied (never modified)."""
+    item = Dataset()
+    for element in template_item:
+        if element.keyword not in ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID"):
+            item.add(element)
     item.ReferencedSOPClassUID = source.SOPClassUID
     item.ReferencedSOPInstanceUID = source.SOPInstanceUID
     return item
-
-
-def save_with_tail(dataset: Dataset, tail: bytes, path) -> None:
-    """Write ``dataset`` as a DICOM file (explicit VR little endian) and append the pre-encoded ``tail``."""
-    dataset.save_as(path, enforce_file_format=True)
-    with open(path, "ab") as handle:
-        handle.write(tail)

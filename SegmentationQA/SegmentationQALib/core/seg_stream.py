@@ -1,0 +1,123 @@
+"""Write a DICOM object whose last elements arrive as a stream of bytes (per-frame groups, pixel data).
+
+pydicom encodes the header; the pre-encoded tail is appended without building it in memory. With Deflated
+Explicit VR Little Endian (PS3.5 A.5: everything after the file meta is one raw deflate stream) the stream is
+compressed in independent blocks on several cores, each ended by a sync flush so the blocks join into one valid
+deflate stream (the scheme pigz uses). pydicom instead deflates the whole encoded dataset in one call on one core,
+after building it in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+# zlib level 2: on segmentation frames it is as fast as level 1 and about 20 % smaller (measured on the
+# benchmark's TotalSegmentator labels: 0.89 MB vs 1.13 MB for 117 labels on 512x512x200, both 0.04 s on 2 cores);
+# level 6 is 3x smaller again but 3x slower.
+DEFAULT_DEFLATE_LEVEL = 2
+BLOCK_BYTES = 4 << 20
+BytesLike = bytes | bytearray | memoryview
+
+
+def _deflate_block(block: BytesLike, level: int) -> bytes:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(block) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+class ParallelDeflateWriter:
+    """File-like sink that raw-deflates what is written, in blocks compressed on ``workers`` threads.
+
+    zlib releases the GIL while compressing, so threads scale. Output order is input order; at most
+    ``2 * workers`` blocks are in flight, which bounds memory. Written buffers must not change afterwards
+    (large ones are compressed in place, without a copy).
+    """
+
+    def __init__(self, handle: BinaryIO, level: int = DEFAULT_DEFLATE_LEVEL, workers: int | None = None,
+                 block_bytes: int = BLOCK_BYTES):
+        self._handle = handle
+        self._level = level
+        self._workers = max(1, workers or min(4, os.cpu_count() or 1))
+        self._block_bytes = block_bytes
+        self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
+        self._pending: deque[Future | bytes] = deque()
+        self._small = bytearray()
+        self.bytes_out = 0
+
+    def write(self, data: BytesLike) -> None:
+        view = memoryview(data).cast("B")
+        if len(self._small) + len(view) < self._block_bytes:
+            self._small += view
+            return
+        if self._small:  # top up the small-writes buffer to a whole block first
+            take = self._block_bytes - len(self._small)
+            self._small += view[:take]
+            view = view[take:]
+            self._submit(bytes(self._small))
+            self._small = bytearray()
+        while len(view) >= self._block_bytes:
+            self._submit(view[: self._block_bytes])
+            view = view[self._block_bytes:]
+        self._small += view
+
+    def close(self) -> None:
+        """Compress what is left, end the stream, and pad it to an even length (PS3.5 A.5)."""
+        if self._small:
+            self._submit(bytes(self._small))
+            self._small = bytearray()
+        while self._pending:
+            self._emit(self._pending.popleft())
+        self._emit(zlib.compressobj(self._level, zlib.DEFLATED, -zlib.MAX_WBITS).flush(zlib.Z_FINISH))
+        if self.bytes_out % 2:
+            self._emit(b"\x00")
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _submit(self, block: BytesLike) -> None:
+        if self._pool is None:
+            self._emit(_deflate_block(block, self._level))
+            return
+        self._pending.append(self._pool.submit(_deflate_block, block, self._level))
+        while len(self._pending) > 2 * self._workers:
+            self._emit(self._pending.popleft())
+
+    def _emit(self, item: Future | bytes) -> None:
+        data = item.result() if isinstance(item, Future) else item
+        self._handle.write(data)
+        self.bytes_out += len(data)
+
+
+def encode_header(dataset: Dataset) -> tuple[bytes, bytes]:
+    """(preamble + file meta, dataset body) as explicit VR little endian bytes."""
+    meta = DicomBytesIO()
+    meta.is_implicit_VR, meta.is_little_endian = False, True
+    meta.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(meta, dataset.file_meta, enforce_standard=True)
+    body = DicomBytesIO()
+    body.is_implicit_VR, body.is_little_endian = False, True
+    write_dataset(body, dataset)
+    return meta.getvalue(), body.getvalue()
+
+
+def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryIO, deflated: bool,
+                    level: int = DEFAULT_DEFLATE_LEVEL, workers: int | None = None) -> None:
+    """Write ``dataset`` then the pre-encoded ``tail`` elements (which must sort after every element of
+    ``dataset``), as Deflated or plain Explicit VR Little Endian."""
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflated else ExplicitVRLittleEndian
+    meta, body = encode_header(dataset)
+    handle.write(meta)
+    sink = ParallelDeflateWriter(handle, level, workers) if deflated else handle
+    sink.write(body)
+    for part in tail:
+        sink.write(part)
+    if deflated:
+        sink.close()

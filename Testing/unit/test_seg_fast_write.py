@@ -1,0 +1,199 @@
+"""The streaming SEG writer (seg_fast_write + seg_stream) against highdicom building the same SEG frame by frame:
+same attributes, same per-frame groups, same pixels, for BINARY and LABELMAP, uncompressed and deflated; valid in
+dciodvfy and read the same by highdicom, dcmqi and our reader."""
+
+from __future__ import annotations
+
+import zlib
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+from SegmentationQALib.core import dicom_series
+from SegmentationQALib.core.geometry import VolumeGeometry
+from SegmentationQALib.core.seg_census import layer_census, segments_overlap
+from SegmentationQALib.core.seg_export import write_seg
+from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
+from SegmentationQALib.core.seg_read import load_seg
+from SegmentationQALib.core.seg_stream import ParallelDeflateWriter
+from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment, label_counts
+from segtools import assert_same_voxels, dcmqi_segments
+from validators import assert_dciodvfy_clean, dciodvfy_errors
+
+# Differ between any two exports by design (new UIDs, creation time).
+PER_INSTANCE = {"SOPInstanceUID", "SeriesInstanceUID", "ContentDate", "ContentTime", "InstanceCreationDate",
+                "InstanceCreationTime", "SeriesDate", "SeriesTime", "PixelData", "PerFrameFunctionalGroupsSequence",
+                "DimensionOrganizationSequence", "DimensionIndexSequence"}
+
+
+def assert_same_seg(fast_path, slow_path):
+    fast, slow = pydicom.dcmread(fast_path), pydicom.dcmread(slow_path)
+    for ds in (fast, slow):
+        for item in ds.get("ContributingEquipmentSequence", []):
+            item.pop("ContributionDateTime", None)  # the time of writing
+    assert fast.file_meta.TransferSyntaxUID == slow.file_meta.TransferSyntaxUID
+    keys = {e.keyword for e in fast} | {e.keyword for e in slow}
+    for keyword in sorted(keys - PER_INSTANCE):
+        assert fast.get(keyword) == slow.get(keyword), keyword
+    for a, b in zip(fast.DimensionIndexSequence, slow.DimensionIndexSequence):
+        assert a.DimensionIndexPointer == b.DimensionIndexPointer and a.FunctionalGroupPointer == b.FunctionalGroupPointer
+    assert len(fast.PerFrameFunctionalGroupsSequence) == len(slow.PerFrameFunctionalGroupsSequence) == fast.NumberOfFrames
+    for index, (a, b) in enumerate(zip(fast.PerFrameFunctionalGroupsSequence, slow.PerFrameFunctionalGroupsSequence)):
+        assert a == b, f"frame {index + 1}"
+    assert np.array_equal(fast.pixel_array, slow.pixel_array)
+
+
+@pytest.fixture(scope="module")
+def ct3(shared_data):
+    return dicom_series.read_image_series(shared_data / "dcmqi/segmentations/ct-3slice")
+
+
+def many_segments(series, count: int, layers: int, seed: int, dtype=np.uint16, empty_slice: int | None = None):
+    """``count`` rectangles spread over ``layers`` layers (overlapping across layers), some empty."""
+    shape = series.geometry.shape
+    rng = np.random.default_rng(seed)
+    arrays = [np.zeros(shape, dtype) for _ in range(layers)]
+    segments = []
+    for number in range(count):
+        layer, value = number % layers, number // layers + 1
+        k = int(rng.integers(0, shape[0]))
+        if k == empty_slice:
+            k = (k + 1) % shape[0]
+        r, c = rng.integers(0, shape[1] - 40, 2)
+        if number % 17 != 5:  # every 17th segment stays empty: it must be skipped with a warning
+            arrays[layer][k, r:r + rng.integers(2, 40), c:c + rng.integers(2, 40)] = value
+        segments.append(Segment(f"organ {number}", layer, value, tuple(rng.random(3))))
+    return LayeredSegmentation(series.geometry, arrays, segments)
+
+
+@pytest.mark.parametrize("compression", [Compression.DEFLATE, Compression.NONE])
+def test_binary_fast_writer_equals_highdicom(ct3, tmp_path, compression):
+    layered = many_segments(ct3, 120, 3, seed=3)
+    options = SegExportOptions(seg_type=SegType.BINARY, compression=compression)
+    fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
+    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
+    assert fast.file_size_bytes and len(fast.segments) == len(slow.segments) == 120 - len(range(5, 120, 17))
+    assert any("empty" in w for w in fast.warnings)
+    assert_same_seg(fast.seg_path, slow.seg_path)
+    assert_dciodvfy_clean([fast.seg_path])
+    ds = pydicom.dcmread(fast.seg_path, stop_before_pixels=True)
+    assert ds.file_meta.TransferSyntaxUID == compression.transfer_syntax_uid and ds.SegmentsOverlap == "YES"
+
+
+@pytest.mark.parametrize("values", ["consecutive", "gaps", "two_layers", "uint16"])
+def test_labelmap_fast_writer_equals_highdicom(ct3, tmp_path, values):
+    """Stored values equal to the segment numbers (written without a copy), values with gaps, non-overlapping
+    segments on two layers, and more than 255 segments (16-bit frames); one slice empty (frame omitted)."""
+    shape = ct3.geometry.shape
+    labels = np.zeros(shape, np.uint8)
+    labels[0, 10:200, 10:200] = 1
+    labels[0, 250:300, 20:400] = 2
+    labels[2, 100:400, 100:110] = 3  # slice 1 stays empty
+    segments = [Segment(f"s{v}", 0, v, (v / 4, 0.5, 0.2)) for v in (1, 2, 3)]
+    layers = [labels]
+    if values == "gaps":
+        labels[labels == 3] = 9
+        segments[2] = Segment("s9", 0, 9, (0.1, 0.9, 0.3))
+    elif values == "two_layers":
+        second = np.zeros(shape, np.uint8)
+        second[2, 10:50, 300:350] = 1
+        layers.append(second)
+        segments.append(Segment("other layer", 1, 1, (0.3, 0.3, 0.9)))
+    elif values == "uint16":
+        layered = many_segments(ct3, 300, 1, seed=5, empty_slice=1)
+        layers, segments = layered.layers, layered.segments
+    layered = LayeredSegmentation(ct3.geometry, layers, segments)
+    options = SegExportOptions(seg_type=SegType.LABELMAP)
+    fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
+    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
+    assert fast.compression == "deflate"
+    assert_same_seg(fast.seg_path, slow.seg_path)
+    ds = pydicom.dcmread(fast.seg_path)
+    assert ds.NumberOfFrames == 2 and ds.BitsAllocated == (16 if values == "uint16" else 8)
+    assert_dciodvfy_clean([fast.seg_path])
+    loaded = load_seg(fast.seg_path)
+    kept = [i for i, count in enumerate(layered.voxel_counts()) if count]
+    for out_index, in_index in enumerate(kept):
+        assert_same_voxels(ct3.geometry, layered.mask(in_index), loaded.layered.geometry, loaded.layered.mask(out_index))
+
+
+def test_deflated_default_reads_in_dcmqi_and_highdicom(ct3, tmp_path):
+    layered = many_segments(ct3, 40, 2, seed=11)
+    result = write_seg(layered, ct3, tmp_path / "seg.dcm")
+    assert result.seg_type == "binary" and result.compression == "deflate"
+    assert pydicom.dcmread(result.seg_path).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    kept = [i for i, count in enumerate(layered.voxel_counts()) if count]
+    dcmqi = dcmqi_segments(tmp_path / "seg.dcm", tmp_path / "dq")
+    assert len(dcmqi) == len(kept)
+    seg = hd.seg.segread(result.seg_path)
+    for number in (1, len(kept) // 2, len(kept)):
+        geometry, mask, label = dcmqi[number]
+        assert label == layered.segments[kept[number - 1]].name
+        assert_same_voxels(ct3.geometry, layered.mask(kept[number - 1]), geometry, mask)
+        volume = seg.get_volume(segment_numbers=[number], allow_missing_positions=True)
+        hd_geometry = VolumeGeometry(volume.spatial_shape, np.asarray(volume.affine)[:, [2, 1, 0, 3]])
+        assert_same_voxels(ct3.geometry, layered.mask(kept[number - 1]), hd_geometry, volume.array[..., 0] > 0)
+
+
+def test_validator_sees_inside_deflated_files(ct3, tmp_path):
+    """dciodvfy cannot read deflated files: the validator inflates them first, and still catches errors."""
+    layered = many_segments(ct3, 10, 1, seed=2)
+    result = write_seg(layered, ct3, tmp_path / "seg.dcm")
+    assert dciodvfy_errors(result.seg_path) == []
+    ds = pydicom.dcmread(result.seg_path)
+    del ds.SegmentSequence[0].SegmentLabel  # a required attribute gone
+    ds.save_as(tmp_path / "broken.dcm", enforce_file_format=True)
+    assert ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert any("SegmentLabel" in e for e in dciodvfy_errors(tmp_path / "broken.dcm"))
+    data = (tmp_path / "seg.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 200])
+    assert any("does not end" in e for e in dciodvfy_errors(tmp_path / "cut.dcm"))
+
+
+def test_parallel_deflate_is_one_valid_stream(tmp_path):
+    rng = np.random.default_rng(1)
+    data = np.repeat(rng.integers(0, 5, 3_000_000, dtype=np.uint8), 4)  # compressible, several blocks
+    path = tmp_path / "stream.bin"
+    with open(path, "wb") as handle:
+        writer = ParallelDeflateWriter(handle, level=2, workers=3, block_bytes=1 << 20)
+        writer.write(b"head")
+        writer.write(data[:7])  # small writes join the block buffer
+        writer.write(memoryview(data[7:]))
+        writer.close()
+    stream = path.read_bytes()
+    assert len(stream) % 2 == 0 and len(stream) < data.nbytes / 4
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    assert inflater.decompress(stream) == b"head" + data.tobytes()
+    assert inflater.eof and inflater.unused_data in (b"", b"\x00")
+
+
+def test_census_counts_slices_rows_and_overlap():
+    rng = np.random.default_rng(4)
+    layer = rng.integers(0, 7, (5, 16, 24)).astype(np.uint8)
+    layer[:, :, :12] = np.repeat(rng.integers(0, 7, (5, 16, 1)), 12, axis=2)  # long runs too
+    census = layer_census(layer, 7)
+    assert np.array_equal(census.counts[1:], label_counts(layer)[1:7])
+    for value in range(1, 7):
+        assert np.array_equal(census.on_slice[:, value], (layer == value).any(axis=(1, 2)))
+        assert np.array_equal(census.on_row[value], (layer == value).any(axis=(0, 2)))
+    geometry = VolumeGeometry(layer.shape, np.eye(4))
+    second = np.zeros_like(layer)
+    segments = [Segment("a", 0, 1), Segment("b", 1, 2)]
+    assert not segments_overlap(LayeredSegmentation(geometry, [layer, second], segments))
+    second[layer == 1] = 2
+    assert segments_overlap(LayeredSegmentation(geometry, [layer, second], segments))
+    second[...] = 0
+    second[layer == 3] = 5  # a value no segment uses does not count
+    assert not segments_overlap(LayeredSegmentation(geometry, [layer, second], segments))
+
+
+def test_plain_explicit_file_is_unchanged_by_stream_writer(ct3, tmp_path):
+    layered = many_segments(ct3, 12, 1, seed=9)
+    result = write_seg(layered, ct3, tmp_path / "seg.dcm", SegExportOptions(compression=Compression.NONE))
+    ds = pydicom.dcmread(result.seg_path)
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    frame_bytes = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
+    assert len(ds.PixelData) == int(ds.NumberOfFrames) * frame_bytes + (int(ds.NumberOfFrames) * frame_bytes) % 2
