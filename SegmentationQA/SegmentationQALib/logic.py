@@ -239,7 +239,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         if suffix in SEGMENTATION_SUFFIXES:
             # One pass over the layers instead of Slicer's storage node (O(segments x voxels), see core/seg_nrrd).
             reference = self.geometryFromVolumeNode(referenceVolumeNode) if referenceVolumeNode is not None else None
-            return write_seg_nrrd(self.layeredSegmentationFromNode(segmentationNode, reference), path)
+            return write_seg_nrrd(self.layeredSegmentationFromNode(segmentationNode, reference, copy=False), path)
         if suffix in LABEL_VOLUME_SUFFIXES:
             import SimpleITK as sitk
 
@@ -256,11 +256,12 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
 
     # ---------------------------------------------------------------- segmentation node <-> core model
     def layeredSegmentationFromNode(self, segmentationNode, referenceGeometry: VolumeGeometry | None = None,
-                                    warnings: list[str] | None = None) -> LayeredSegmentation:
+                                    warnings: list[str] | None = None, copy: bool = True) -> LayeredSegmentation:
         """The node's shared labelmap layers as arrays, on ``referenceGeometry`` when given.
 
-        Layers already on the reference grid are copied (padded/cropped by extent); others are resampled, and
-        ``warnings`` gets how many voxels that changed.
+        Layers already on the reference grid are copied, or with ``copy=False`` returned as read-only views of the
+        node's memory (for writers that finish before the node can change); layers on another extent are
+        padded/cropped, others are resampled, and ``warnings`` gets how many voxels that changed.
         """
         segmentation = segmentationNode.GetSegmentation()
         binaryName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
@@ -282,7 +283,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             array = imageArray(image)
             if target is None:
                 target = self._segmentationReferenceGeometry(segmentationNode) or geometry
-            layerArrays.append(self._onGrid(array, geometry, target, warnings, segmentationNode.GetName()))
+            layerArrays.append(self._onGrid(array, geometry, target, warnings, segmentationNode.GetName(), copy))
         segments = []
         for segmentId in segmentOrder:
             segment = segmentation.GetSegment(segmentId)
@@ -306,10 +307,14 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         return orientedImageGeometry(image)
 
     @staticmethod
-    def _onGrid(array, geometry: VolumeGeometry, target: VolumeGeometry, warnings, name) -> np.ndarray:
+    def _onGrid(array, geometry: VolumeGeometry, target: VolumeGeometry, warnings, name, copy=True) -> np.ndarray:
         """Place a layer on ``target``: an exact paste when only the extent differs, else nearest resampling."""
         if geometry.is_close(target):
-            return np.array(array, copy=True)
+            if copy:
+                return np.array(array, copy=True)
+            view = array.view()
+            view.flags.writeable = False
+            return view
         offset = target.lps_to_index(geometry.origin_lps)
         sameAxes = np.allclose(geometry.affine_lps[:3, :3], target.affine_lps[:3, :3], atol=1e-6)
         if sameAxes and np.allclose(offset, np.round(offset), atol=1e-3):
@@ -459,7 +464,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             progress(0.3, "reading segments")
             warnings = list(series.warnings)
             t = time.perf_counter()
-            layered = self.layeredSegmentationFromNode(segmentationNode, series.geometry, warnings)
+            layered = self.layeredSegmentationFromNode(segmentationNode, series.geometry, warnings, copy=False)
             readTime = time.perf_counter() - t
             name = fileName or f"{_safeFileName(segmentationNode.GetName())}.seg.dcm"
             name = self._freeName(outputDir, name)
