@@ -58,7 +58,12 @@ def makeLogic():
     from SegmentationQALib.logic import SegmentationQAMRMLLogic
 
     scene = slicer.mrmlScene if hasattr(slicer, "mrmlScene") and slicer.mrmlScene is not None else slicer.vtkMRMLScene()
-    return SegmentationQAMRMLLogic(scene)
+    logic = SegmentationQAMRMLLogic(scene)
+    _LOGICS.append(logic)
+    return logic
+
+
+_LOGICS: list = []  # released when a command ends: Slicer would take ~0.1 s per segment to tear them down
 
 
 def isDicomFile(path: Path) -> bool:
@@ -130,7 +135,7 @@ def buildParser() -> argparse.ArgumentParser:
     export.add_argument("--output-dir", required=True)
     export.add_argument("--seg-type", choices=[t.value for t in SegType], default=SegType.AUTO.value)
     export.add_argument("--compression", choices=[c.value for c in Compression], default=None,
-                        help="lossless transfer syntax (default: rle for LABELMAP, none for BINARY)")
+                        help="lossless transfer syntax (default: deflate, which dcmqi, highdicom and DCMTK read)")
     export.add_argument("--export-reference", action="store_true",
                         help="when the reference is not DICOM, also write it as a new DICOM series")
     export.add_argument("--reference-modality", choices=[m.value for m in ReferenceModality], default="CT")
@@ -167,6 +172,9 @@ def main(argv=None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1
+    finally:
+        while _LOGICS:
+            _LOGICS.pop().releaseSegmentations()
 
 
 def _exitFromApp(code: int) -> None:

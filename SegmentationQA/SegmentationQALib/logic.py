@@ -232,6 +232,30 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         with open(path, "rb") as f:
             return f.read(4) == b"NRRD"
 
+    def removeSegmentationNode(self, segmentationNode) -> None:
+        """Remove a segmentation node in one pass instead of one full-volume pass per segment.
+
+        Slicer's vtkSegmentation::RemoveSegment (also run for every segment when a node is destroyed) first
+        separates the segment's voxels from the shared labelmap: on 512x512x200 that is ~0.1 s per segment, so
+        deleting or closing a 1000-segment segmentation takes ~100 s (and a CLI process that long to exit).
+        Emptying the shared layers first makes every removal trivial (0.2 s for all 1000, measured).
+        """
+        segmentation = segmentationNode.GetSegmentation()
+        for layerIndex in range(segmentation.GetNumberOfLayers()):
+            image = segmentation.GetLayerDataObject(layerIndex)
+            if image is not None:
+                image.SetExtent(0, -1, 0, -1, 0, -1)
+                image.AllocateScalars(image.GetScalarType(), 1)
+        segmentation.RemoveAllSegments()
+        if segmentationNode.GetScene() is not None:
+            segmentationNode.GetScene().RemoveNode(segmentationNode)
+
+    def releaseSegmentations(self) -> None:
+        """Remove every segmentation node of the scene the fast way (see removeSegmentationNode)."""
+        nodes = self.scene.GetNodesByClass("vtkMRMLSegmentationNode")
+        for index in range(nodes.GetNumberOfItems()):
+            self.removeSegmentationNode(nodes.GetItemAsObject(index))
+
     def saveSegmentationFile(self, segmentationNode, path, referenceVolumeNode=None) -> str:
         """Write .seg.nrrd (overlaps kept) or a label volume (.nrrd/.nii.gz; overlapping segments are an error)."""
         path = Path(path)

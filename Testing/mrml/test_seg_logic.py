@@ -116,3 +116,18 @@ def test_seg_nrrd_and_label_volume_files(logic, shared_data, tmp_path):
     reread = logic.layeredSegmentationFromNode(logic.loadSegmentationFile(label_path))
     original = logic.layeredSegmentationFromNode(liver)
     assert_same_voxels(original.geometry, original.mask(0), reread.geometry, reread.mask(0))
+
+
+def test_remove_segmentation_node_empties_and_removes(logic, shared_data):
+    """The fast removal leaves no segmentation, no segment and no node behind (the speed is in
+    Testing/Benchmarks/teardown_speed.py)."""
+    node, loaded = logic.loadDicomSeg(shared_data / DCMQI / "partial_overlaps.dcm")
+    other, _ = logic.loadDicomSeg(shared_data / DCMQI / "liver.dcm")
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == len(loaded.segments) == 5
+    logic.removeSegmentationNode(node)
+    assert segmentation.GetNumberOfSegments() == 0
+    assert node.GetScene() is None and logic.scene.GetNodeByID(node.GetID() or "") is None
+    assert other.GetScene() is logic.scene
+    logic.releaseSegmentations()
+    assert logic.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0

@@ -69,15 +69,16 @@ class ParallelDeflateWriter:
             view = view[self._block_bytes:]
         self._small += view
 
-    def close(self) -> None:
-        """Compress what is left, end the stream, and pad it to an even length (PS3.5 A.5)."""
+    def close(self, pad: bool = True) -> None:
+        """Compress what is left and end the stream; ``pad`` to an even length (PS3.5 A.5) when this writer
+        holds the whole stream."""
         if self._small:
             self._submit(bytes(self._small))
             self._small = bytearray()
         while self._pending:
             self._emit(self._pending.popleft())
         self._emit(zlib.compressobj(self._level, zlib.DEFLATED, -zlib.MAX_WBITS).flush(zlib.Z_FINISH))
-        if self.bytes_out % 2:
+        if pad and self.bytes_out % 2:
             self._emit(b"\x00")
         if self._pool is not None:
             self._pool.shutdown()
@@ -108,16 +109,46 @@ def encode_header(dataset: Dataset) -> tuple[bytes, bytes]:
     return meta.getvalue(), body.getvalue()
 
 
+class _Blocks(list):
+    """An in-memory sink: compressed blocks kept in order until they can be written."""
+
+    def write(self, data: bytes) -> None:
+        self.append(data)
+
+
 def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryIO, deflated: bool,
                     level: int = DEFAULT_DEFLATE_LEVEL, workers: int | None = None) -> None:
     """Write ``dataset`` then the pre-encoded ``tail`` elements (which must sort after every element of
-    ``dataset``), as Deflated or plain Explicit VR Little Endian."""
+    ``dataset``), as Deflated or plain Explicit VR Little Endian.
+
+    Deflated, the tail (frames) is produced and compressed on other threads while pydicom encodes the header on
+    this one: with many segments the header (one item per segment) takes as long as the frames. The compressed
+    tail is held until the header is written; it is a fraction of the label volume.
+    """
     dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflated else ExplicitVRLittleEndian
-    meta, body = encode_header(dataset)
-    handle.write(meta)
-    sink = ParallelDeflateWriter(handle, level, workers) if deflated else handle
-    sink.write(body)
-    for part in tail:
-        sink.write(part)
-    if deflated:
-        sink.close()
+    if not deflated:
+        meta, body = encode_header(dataset)
+        handle.write(meta)
+        handle.write(body)
+        for part in tail:
+            handle.write(part)
+        return
+    blocks = _Blocks()
+    tail_writer = ParallelDeflateWriter(blocks, level, workers)
+
+    def produce() -> None:
+        for part in tail:
+            tail_writer.write(part)
+        tail_writer.close(pad=False)
+
+    with ThreadPoolExecutor(1) as producer:
+        produced = producer.submit(produce)
+        meta, body = encode_header(dataset)
+        handle.write(meta)
+        head = _deflate_block(body, level)
+        handle.write(head)
+        produced.result()  # re-raises anything the tail raised
+    for block in blocks:
+        handle.write(block)
+    if (len(head) + tail_writer.bytes_out) % 2:
+        handle.write(b"\x00")
