@@ -21,7 +21,15 @@ from .errors import (
 from .safe_write import atomic_output_file
 from .seg_census import segmentation_census, segments_overlap
 from .seg_fast_write import fast_path_supported, finish_seg, iterate_tail, template_pixels
-from .seg_options import Compression, SegExportOptions, SegExportResult, SegmentReport, SegType, default_compression
+from .seg_options import (
+    DEFAULT_DEFLATE_LEVEL_BY_TYPE,
+    Compression,
+    SegExportOptions,
+    SegExportResult,
+    SegmentReport,
+    SegType,
+    default_compression,
+)
 from .seg_stream import write_with_tail
 from .segmentation import CodedTerm, LayeredSegmentation, Segment
 
@@ -222,7 +230,7 @@ def write_seg(
         if fast:
             with open(tmp, "wb") as handle:
                 write_with_tail(seg, iterate_tail(tail), handle, deflated=compression == Compression.DEFLATE,
-                                level=options.deflate_level)
+                                level=options.deflate_level or DEFAULT_DEFLATE_LEVEL_BY_TYPE[seg_type])
         else:
             seg.file_meta.TransferSyntaxUID = transfer_syntax
             seg.save_as(tmp, enforce_file_format=True)
