@@ -19,7 +19,13 @@ from SegmentationQALib.core.seg_export import write_seg
 from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
 from SegmentationQALib.core.seg_read import load_seg
 from SegmentationQALib.core.seg_stream import ParallelDeflateWriter
-from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment, label_counts
+from SegmentationQALib.core.segmentation import (
+    CodedTerm,
+    LayeredSegmentation,
+    Segment,
+    SegmentTerminology,
+    label_counts,
+)
 from segtools import assert_same_voxels, dcmqi_segments
 from validators import assert_dciodvfy_clean, dciodvfy_errors
 
@@ -197,3 +203,41 @@ def test_plain_explicit_file_is_unchanged_by_stream_writer(ct3, tmp_path):
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     frame_bytes = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
     assert len(ds.PixelData) == int(ds.NumberOfFrames) * frame_bytes + (int(ds.NumberOfFrames) * frame_bytes) % 2
+
+
+ORGAN = CodedTerm("123037004", "SCT", "Anatomical Structure")
+LIVER = CodedTerm("10200004", "SCT", "Liver")
+KIDNEY = CodedTerm("64033007", "SCT", "Kidney")
+LEFT = CodedTerm("7771000", "SCT", "Left")
+ABDOMEN = CodedTerm("818981001", "SCT", "Abdomen")
+
+
+@pytest.mark.parametrize("seg_type", [SegType.LABELMAP, SegType.BINARY])
+def test_fast_writer_equals_highdicom_with_rich_metadata(ct3, tmp_path, seg_type):
+    """Non-ASCII names, shared and per-segment codes, modifiers, regions and algorithms: the segment sequence
+    encoded piecewise (shared codes encoded once) reads back identical to highdicom's."""
+    layered = many_segments(ct3, 24, 1 if seg_type == SegType.LABELMAP else 2, seed=13)
+    names = ["Leber (größte)", "肝臓", "rein gauche", "Niere links ½"]
+    terms = [SegmentTerminology(ORGAN, LIVER), SegmentTerminology(ORGAN, KIDNEY, type_modifier=LEFT),
+             SegmentTerminology(ORGAN, KIDNEY, anatomic_region=ABDOMEN, anatomic_region_modifier=LEFT), None]
+    for index, segment in enumerate(layered.segments):
+        segment.name = f"{names[index % 4]} {index}"
+        segment.terminology = terms[index % 4]
+        if index % 3 == 0:
+            segment.algorithm_type, segment.algorithm_name = "AUTOMATIC", "TotalSegmentator"
+    options = SegExportOptions(seg_type=seg_type)
+    fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
+    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
+    assert_same_seg(fast.seg_path, slow.seg_path)
+    assert_dciodvfy_clean([fast.seg_path])
+    ds = pydicom.dcmread(fast.seg_path)
+    items = [item for item in ds.SegmentSequence if item.SegmentNumber > 0]  # LABELMAP also describes background
+    labels = [str(item.SegmentLabel) for item in items]
+    assert labels[0].startswith("Leber (größte)") and labels[1].startswith("肝臓")
+    kidney = items[1].SegmentedPropertyTypeCodeSequence[0]
+    assert kidney.SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning == "Left"
+    assert "SegmentedPropertyTypeModifierCodeSequence" not in items[5].SegmentedPropertyTypeCodeSequence[0]
+    assert items[2].AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0].CodeValue == "7771000"
+    assert items[3].SegmentAlgorithmType == "AUTOMATIC" and items[4].SegmentAlgorithmType == "MANUAL"
+    loaded = load_seg(fast.seg_path)
+    assert [s.terminology for s in loaded.layered.segments][:3] == terms[:3]

@@ -94,15 +94,30 @@ class ParallelDeflateWriter:
         self.bytes_out += len(data)
 
 
-def encode_header(dataset: Dataset) -> tuple[bytes, bytes]:
-    """(preamble + file meta, dataset body) as explicit VR little endian bytes."""
+def encode_header(dataset: Dataset, spliced: dict[int, bytes] | None = None) -> tuple[bytes, bytes]:
+    """(preamble + file meta, dataset body) as explicit VR little endian bytes; ``spliced`` elements (tag: the
+    element already encoded) are put in their place among the dataset's own."""
     meta = DicomBytesIO()
     meta.is_implicit_VR, meta.is_little_endian = False, True
     meta.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(meta, dataset.file_meta, enforce_standard=True)
     body = DicomBytesIO()
     body.is_implicit_VR, body.is_little_endian = False, True
-    write_dataset(body, dataset)
+    if not spliced:
+        write_dataset(body, dataset)
+        return meta.getvalue(), body.getvalue()
+    charset = dataset.get("SpecificCharacterSet") or "ISO_IR 6"
+    pending = sorted(spliced)
+    group = Dataset()
+    for element in dataset:
+        while pending and element.tag > pending[0]:
+            write_dataset(body, group, parent_encoding=charset)
+            body.write(spliced[pending.pop(0)])
+            group = Dataset()
+        group.add(element)
+    write_dataset(body, group, parent_encoding=charset)
+    for tag in pending:
+        body.write(spliced[tag])
     return meta.getvalue(), body.getvalue()
 
 
@@ -114,9 +129,10 @@ class _Blocks(list):
 
 
 def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryIO, deflated: bool,
-                    level: int = DEFAULT_DEFLATE_LEVEL, workers: int | None = None) -> None:
-    """Write ``dataset`` then the pre-encoded ``tail`` elements (which must sort after every element of
-    ``dataset``), as Deflated or plain Explicit VR Little Endian.
+                    level: int = DEFAULT_DEFLATE_LEVEL, workers: int | None = None,
+                    spliced: dict[int, bytes] | None = None) -> None:
+    """Write ``dataset`` (with the pre-encoded ``spliced`` elements in place) then the pre-encoded ``tail``
+    elements (which must sort after every element of ``dataset``), as Deflated or plain Explicit VR Little Endian.
 
     Deflated, the tail (frames) is produced and compressed on other threads while pydicom encodes the header on
     this one: with many segments the header (one item per segment) takes as long as the frames. The compressed
@@ -124,7 +140,7 @@ def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryI
     """
     dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflated else ExplicitVRLittleEndian
     if not deflated:
-        meta, body = encode_header(dataset)
+        meta, body = encode_header(dataset, spliced)
         handle.write(meta)
         handle.write(body)
         for part in tail:
@@ -140,7 +156,7 @@ def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryI
 
     with ThreadPoolExecutor(1) as producer:
         produced = producer.submit(produce)
-        meta, body = encode_header(dataset)
+        meta, body = encode_header(dataset, spliced)
         handle.write(meta)
         head = _deflate_block(body, level)
         handle.write(head)
