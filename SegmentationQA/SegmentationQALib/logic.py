@@ -452,7 +452,9 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         staging = Path(tempfile.mkdtemp(prefix=".segqa-", dir=outputDir))
         moved: list[Path] = []
         try:
+            t = time.perf_counter()
             series = self.referenceSeriesForVolume(referenceVolumeNode, referenceDicomFolder)
+            referenceTime = time.perf_counter() - t
             referencePaths: list[str] = []
             unreferenceable = dicom_series.first_missing_reference_uid(series) if series is not None else None
             if series is None or unreferenceable:
@@ -501,6 +503,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             result.reference_paths = referencePaths
             result.warnings = warnings + result.warnings
             result.timings["read_segmentation_node"] = readTime
+            result.timings["read_reference_headers"] = referenceTime
             result.timings["total"] = time.perf_counter() - start
             progress(1.0, "done")
             return result

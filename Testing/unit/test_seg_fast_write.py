@@ -81,6 +81,7 @@ def test_binary_fast_writer_equals_highdicom(ct3, tmp_path, compression):
     options = SegExportOptions(seg_type=SegType.BINARY, compression=compression)
     fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
     slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
+    assert (fast.writer, slow.writer) == ("streamed", "highdicom")
     assert fast.file_size_bytes and len(fast.segments) == len(slow.segments) == 120 - len(range(5, 120, 17))
     assert any("empty" in w for w in fast.warnings)
     assert_same_seg(fast.seg_path, slow.seg_path)
@@ -115,7 +116,7 @@ def test_labelmap_fast_writer_equals_highdicom(ct3, tmp_path, values):
     options = SegExportOptions(seg_type=SegType.LABELMAP)
     fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
     slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
-    assert fast.compression == "deflate"
+    assert fast.compression == "deflate" and (fast.writer, slow.writer) == ("streamed", "highdicom")
     assert_same_seg(fast.seg_path, slow.seg_path)
     ds = pydicom.dcmread(fast.seg_path)
     assert ds.NumberOfFrames == 2 and ds.BitsAllocated == (16 if values == "uint16" else 8)
@@ -241,3 +242,27 @@ def test_fast_writer_equals_highdicom_with_rich_metadata(ct3, tmp_path, seg_type
     assert items[3].SegmentAlgorithmType == "AUTOMATIC" and items[4].SegmentAlgorithmType == "MANUAL"
     loaded = load_seg(fast.seg_path)
     assert [s.terminology for s in loaded.layered.segments][:3] == terms[:3]
+
+
+@pytest.mark.parametrize("shape", [(4, 13, 21), (3, 7, 9)])
+def test_binary_fast_writer_on_grids_whose_frames_start_mid_byte(tmp_path, shape):
+    """Columns not a multiple of 8 (like TotalSegmentator's 1.5 mm grids): frames share bytes in native 1-bit data."""
+    from SegmentationQALib.core.geometry import affine_from_dicom
+    from SegmentationQALib.core.reference_series import write_reference_series
+
+    geometry = VolumeGeometry(shape, affine_from_dicom([1, 2, 3], [1, 0, 0, 0, 1, 0], [0.8, 0.9], 2.0))
+    series = write_reference_series(np.zeros(shape, np.int16), geometry, tmp_path / "ct")
+    rng = np.random.default_rng(sum(shape))
+    layers = [rng.integers(0, 4, shape).astype(np.uint8), (rng.random(shape) > 0.7).astype(np.uint8)]
+    segments = [Segment(f"s{v}", 0, v) for v in (1, 2, 3)] + [Segment("margin", 1, 1)]
+    layered = LayeredSegmentation(geometry, layers, segments)
+    for compression in (Compression.DEFLATE, Compression.NONE):
+        options = SegExportOptions(seg_type=SegType.BINARY, compression=compression)
+        fast = write_seg(layered, series, tmp_path / f"fast-{compression.value}.dcm", options)
+        slow = write_seg(layered, series, tmp_path / f"slow-{compression.value}.dcm", options, fast=False)
+        assert (fast.writer, slow.writer) == ("streamed", "highdicom")
+        assert_same_seg(fast.seg_path, slow.seg_path)
+        assert_dciodvfy_clean([fast.seg_path])
+        loaded = load_seg(fast.seg_path)
+        for index in range(4):
+            assert_same_voxels(geometry, layered.mask(index), loaded.layered.geometry, loaded.layered.mask(index))

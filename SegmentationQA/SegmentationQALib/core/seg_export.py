@@ -267,4 +267,5 @@ def write_seg(
         warnings=warnings,
         timings=timings,
         file_size_bytes=output_path.stat().st_size,
+        writer="streamed" if fast else "highdicom",
     )

@@ -38,11 +38,9 @@ FRAMES_PER_CHUNK = 64  # BINARY frames packed at once (2 MB for 512x512): bounds
 
 
 def fast_path_supported(layered: LayeredSegmentation, seg_type: str, transfer_syntax_uid: str) -> bool:
-    """Native pixel data (uncompressed or deflated); BINARY rows must pack into whole bytes (every CT/MR matrix)."""
+    """Native pixel data (uncompressed or deflated), and a plane big enough for the one-plane template."""
     rows, columns = layered.geometry.shape[1:]
-    if transfer_syntax_uid not in NATIVE_SYNTAXES or rows * columns < len(layered.segments):
-        return False
-    return seg_type != "BINARY" or columns % 8 == 0
+    return transfer_syntax_uid in NATIVE_SYNTAXES and rows * columns >= len(layered.segments)
 
 
 def _encode(element_dataset: Dataset, keyword: str, encodings: list[str] | None = None) -> bytes:
@@ -260,6 +258,9 @@ def binary_chunks(layered: LayeredSegmentation, census: SegmentationCensus,
                   slices_per_segment: list[np.ndarray]) -> Iterator[memoryview]:
     """1-bit frames, segment after segment, little-endian bit order; only the occupied rows are packed."""
     rows, columns = layered.geometry.shape[1:]
+    if columns % 8:
+        yield from _unaligned_binary_chunks(layered, slices_per_segment)
+        return
     row_bytes = columns // 8
     for segment, slices in zip(layered.segments, slices_per_segment):
         layer = layered.layers[segment.layer]
@@ -273,6 +274,22 @@ def binary_chunks(layered: LayeredSegmentation, census: SegmentationCensus,
             packed = np.zeros((len(chunk), rows, row_bytes), dtype=np.uint8)
             packed[:, r0:r1, :] = np.packbits(band == segment.label_value, axis=-1, bitorder="little")
             yield memoryview(packed).cast("B")
+
+
+def _unaligned_binary_chunks(layered: LayeredSegmentation, slices_per_segment: list[np.ndarray]
+                             ) -> Iterator[memoryview]:
+    """1-bit frames for a grid whose rows do not fill whole bytes: native pixel data runs frame after frame with
+    no padding, so frames start mid-byte; the bits left over from one chunk lead the next one."""
+    carry = np.zeros(0, dtype=bool)
+    for segment, slices in zip(layered.segments, slices_per_segment):
+        layer = layered.layers[segment.layer]
+        for start in range(0, len(slices), FRAMES_PER_CHUNK):
+            bits = np.concatenate([carry, (layer[slices[start:start + FRAMES_PER_CHUNK]] == segment.label_value).ravel()])
+            whole = len(bits) - len(bits) % 8
+            carry = bits[whole:]
+            yield memoryview(np.packbits(bits[:whole], bitorder="little")).cast("B")
+    if len(carry):
+        yield memoryview(np.packbits(carry, bitorder="little")).cast("B")  # zero bits complete the last byte
 
 
 def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: ImageSeries, census: SegmentationCensus,
@@ -315,7 +332,7 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
         template.SourceImageSequence = Sequence([_reference_item(source_template, ds) for ds in reference.datasets])
     rows, columns = layered.geometry.shape[1:]
     if binary:
-        pixel_bytes = len(frames) * rows * columns // 8
+        pixel_bytes = (len(frames) * rows * columns + 7) // 8
         chunks = binary_chunks(layered, census, slices_per_segment)
     else:
         dtype = np.uint16 if int(template.BitsAllocated) == 16 else np.uint8

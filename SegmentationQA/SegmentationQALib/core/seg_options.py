@@ -108,6 +108,7 @@ class SegExportResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     file_size_bytes: int = 0
+    writer: str = "highdicom"  # "streamed": seg_fast_write's template + streamed frames; "highdicom": every frame
 
     @property
     def written_paths(self) -> list[str]:
@@ -121,6 +122,7 @@ class SegExportResult:
             "compression": self.compression,
             "transfer_syntax_uid": self.transfer_syntax_uid,
             "file_size_bytes": self.file_size_bytes,
+            "writer": self.writer,
             "reference_series_uid": self.reference_series_uid,
             "reference_paths": list(self.reference_paths),
             "segments": [s.to_json() for s in self.segments],
