@@ -26,30 +26,8 @@ from SegmentationQALib.core.segmentation import (
     SegmentTerminology,
     label_counts,
 )
-from segtools import assert_same_voxels, dcmqi_segments
+from segtools import assert_same_seg, assert_same_voxels, dcmqi_segments
 from validators import assert_dciodvfy_clean, dciodvfy_errors
-
-# Differ between any two exports by design (new UIDs, creation time).
-PER_INSTANCE = {"SOPInstanceUID", "SeriesInstanceUID", "ContentDate", "ContentTime", "InstanceCreationDate",
-                "InstanceCreationTime", "SeriesDate", "SeriesTime", "PixelData", "PerFrameFunctionalGroupsSequence",
-                "DimensionOrganizationSequence", "DimensionIndexSequence"}
-
-
-def assert_same_seg(fast_path, slow_path):
-    fast, slow = pydicom.dcmread(fast_path), pydicom.dcmread(slow_path)
-    for ds in (fast, slow):
-        for item in ds.get("ContributingEquipmentSequence", []):
-            item.pop("ContributionDateTime", None)  # the time of writing
-    assert fast.file_meta.TransferSyntaxUID == slow.file_meta.TransferSyntaxUID
-    keys = {e.keyword for e in fast} | {e.keyword for e in slow}
-    for keyword in sorted(keys - PER_INSTANCE):
-        assert fast.get(keyword) == slow.get(keyword), keyword
-    for a, b in zip(fast.DimensionIndexSequence, slow.DimensionIndexSequence):
-        assert a.DimensionIndexPointer == b.DimensionIndexPointer and a.FunctionalGroupPointer == b.FunctionalGroupPointer
-    assert len(fast.PerFrameFunctionalGroupsSequence) == len(slow.PerFrameFunctionalGroupsSequence) == fast.NumberOfFrames
-    for index, (a, b) in enumerate(zip(fast.PerFrameFunctionalGroupsSequence, slow.PerFrameFunctionalGroupsSequence)):
-        assert a == b, f"frame {index + 1}"
-    assert np.array_equal(fast.pixel_array, slow.pixel_array)
 
 
 @pytest.fixture(scope="module")
