@@ -204,7 +204,9 @@ def test_fast_writer_equals_highdicom_with_rich_metadata(ct3, tmp_path, seg_type
         segment.terminology = terms[index % 4]
         if index % 3 == 0:
             segment.algorithm_type, segment.algorithm_name = "AUTOMATIC", "TotalSegmentator"
-    options = SegExportOptions(seg_type=seg_type)
+    # text after the spliced segment sequence too (group 0070)
+    options = SegExportOptions(seg_type=seg_type, content_description="Lebersegmente, größte zuerst",
+                               content_creator_name="Müller^Jörg", series_description="Überblick 肝臓")
     fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
     slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
     assert_same_seg(fast.seg_path, slow.seg_path)
@@ -218,6 +220,7 @@ def test_fast_writer_equals_highdicom_with_rich_metadata(ct3, tmp_path, seg_type
     assert "SegmentedPropertyTypeModifierCodeSequence" not in items[5].SegmentedPropertyTypeCodeSequence[0]
     assert items[2].AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0].CodeValue == "7771000"
     assert items[3].SegmentAlgorithmType == "AUTOMATIC" and items[4].SegmentAlgorithmType == "MANUAL"
+    assert (ds.ContentDescription, str(ds.ContentCreatorName)) == ("Lebersegmente, größte zuerst", "Müller^Jörg")
     loaded = load_seg(fast.seg_path)
     assert [s.terminology for s in loaded.layered.segments][:3] == terms[:3]
 
