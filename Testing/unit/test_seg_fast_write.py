@@ -247,3 +247,39 @@ def test_binary_fast_writer_on_grids_whose_frames_start_mid_byte(tmp_path, shape
         loaded = load_seg(fast.seg_path)
         for index in range(4):
             assert_same_voxels(geometry, layered.mask(index), loaded.layered.geometry, loaded.layered.mask(index))
+
+
+@pytest.mark.parametrize("deflated", [True, False])
+def test_stream_progress_is_reported_on_the_calling_thread(tmp_path, deflated, monkeypatch):
+    """A GUI progress dialog may only be touched from its own thread: the tail is produced on another one."""
+    import threading
+    import time
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    from SegmentationQALib.core import seg_stream
+
+    monkeypatch.setattr(seg_stream, "PROGRESS_SECONDS", 0.01)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.PatientName = "Test^Progress"
+    chunk = bytes(range(256)) * 1024
+
+    def slow_tail():  # one OB element (pixel data) arriving slowly
+        yield b"\xe0\x7f\x10\x00OB\x00\x00" + (10 * len(chunk)).to_bytes(4, "little")
+        for _ in range(10):
+            time.sleep(0.02)
+            yield chunk
+
+    calls = []
+    with open(tmp_path / "stream.dcm", "wb") as handle:
+        seg_stream.write_with_tail(ds, slow_tail(), handle, deflated, tail_bytes=10 * len(chunk),
+                                   progress=lambda f: calls.append((f, threading.get_ident())))
+    assert len(calls) >= 3
+    assert {thread for _, thread in calls} == {threading.get_ident()}
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and 0 < fractions[-1] <= 1.0
+    again = pydicom.dcmread(tmp_path / "stream.dcm")
+    assert again.PatientName == "Test^Progress" and again.PixelData == 10 * chunk

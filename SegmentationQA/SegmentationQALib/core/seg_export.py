@@ -151,7 +151,7 @@ def build_pixel_input(layered: LayeredSegmentation, seg_type: SegType) -> np.nda
     return stack
 
 
-def _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast):
+def _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast) -> hd.seg.Segmentation:
     """highdicom's Segmentation: of one template plane on the fast path, else of every frame."""
     if fast:
         pixels, sources = template_pixels(layered), reference.datasets[:1]
@@ -182,7 +182,7 @@ def _build(layered, reference, options, seg_type, descriptions, transfer_syntax,
     )
     # UTF-8 always: segment names may be in any language, and some sources carry an empty, invalid value.
     seg.SpecificCharacterSet = "ISO_IR 192"
-    return seg, None
+    return seg
 
 
 def write_seg(
@@ -233,14 +233,13 @@ def write_seg(
     t = time.perf_counter()
     transfer_syntax = compression.transfer_syntax_uid
     fast = fast and fast_path_supported(layered, seg_type.value.upper(), transfer_syntax)
-    seg, tail = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
-    if fast:
-        finished = finish_seg(seg, layered, reference, census, overlapping)
-        if finished is None:  # a layout the fast path does not build: highdicom builds all of it
-            fast = False
-            seg, tail = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
-        else:
-            seg, tail, spliced = finished
+    seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
+    finished = finish_seg(seg, layered, reference, census, overlapping) if fast else None
+    if finished is not None:
+        seg, tail, spliced = finished
+    elif fast:  # a layout the streamed writer does not build: highdicom builds all of it
+        fast = False
+        seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
     timings["build"] = time.perf_counter() - t
     progress(0.5 if fast else 0.8, "writing file")
     t = time.perf_counter()
@@ -250,7 +249,8 @@ def write_seg(
             with open(tmp, "wb") as handle:
                 write_with_tail(seg, iterate_tail(tail), handle, deflated=compression == Compression.DEFLATE,
                                 level=options.deflate_level or DEFAULT_DEFLATE_LEVEL_BY_TYPE[seg_type],
-                                spliced=spliced)
+                                spliced=spliced, tail_bytes=tail.nbytes,
+                                progress=lambda fraction: progress(0.5 + 0.45 * fraction, "writing frames"))
         else:
             seg.file_meta.TransferSyntaxUID = transfer_syntax
             seg.save_as(tmp, enforce_file_format=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 from pydicom.charset import convert_encodings
@@ -293,7 +294,7 @@ def _unaligned_binary_chunks(layered: LayeredSegmentation, slices_per_segment: l
 
 
 def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: ImageSeries, census: SegmentationCensus,
-               overlapping: bool) -> tuple[Dataset, list, dict[int, bytes]] | None:
+               overlapping: bool) -> tuple[Dataset, StreamTail, dict[int, bytes]] | None:
     """Turn highdicom's one-plane template into the full SEG.
 
     Returns the dataset without its segment sequence, per-frame functional groups and pixel data; the last two
@@ -342,7 +343,8 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     padded = pixel_bytes + pixel_bytes % 2
     head = (b"\x00\x52\x30\x92SQ\x00\x00" + len(sequence_bytes).to_bytes(4, "little"))
     pixel_head = b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + padded.to_bytes(4, "little")
-    tail = [head, sequence_bytes, pixel_head, chunks, b"\x00" * (padded - pixel_bytes)]
+    tail = StreamTail([head, sequence_bytes, pixel_head, chunks, b"\x00" * (padded - pixel_bytes)],
+                      len(head) + len(sequence_bytes) + len(pixel_head) + padded)
     spliced = {int(SEGMENT_SEQUENCE_TAG): encode_segment_sequence(template)}
     del template[SEGMENT_SEQUENCE_TAG]
     return template, tail, spliced
@@ -386,9 +388,16 @@ def _volume_attributes(template: Dataset, reference: ImageSeries, used: list[int
         del template.DimensionOrganizationType
 
 
-def iterate_tail(tail: list) -> Iterator:
-    """Flatten the tail of finish_seg (bytes and iterators of buffers) into buffers."""
-    for part in tail:
+class StreamTail(NamedTuple):
+    """The elements after the header, as bytes and iterators of buffers, and how many bytes they make."""
+
+    parts: list
+    nbytes: int
+
+
+def iterate_tail(tail: StreamTail) -> Iterator:
+    """Flatten the tail of finish_seg into buffers."""
+    for part in tail.parts:
         if isinstance(part, (bytes, bytearray, memoryview)):
             if len(part):
                 yield part

@@ -10,10 +10,12 @@ after building it in memory.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import BinaryIO
 
 from pydicom.dataset import Dataset
@@ -24,6 +26,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 # zlib level when the caller does not choose (seg_options.DEFAULT_DEFLATE_LEVEL_BY_TYPE has the measured ones).
 DEFAULT_DEFLATE_LEVEL = 3
 BLOCK_BYTES = 4 << 20
+PROGRESS_SECONDS = 0.2
 BytesLike = bytes | bytearray | memoryview
 
 
@@ -49,10 +52,12 @@ class ParallelDeflateWriter:
         self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
         self._pending: deque[Future | bytes] = deque()
         self._small = bytearray()
+        self.bytes_in = 0
         self.bytes_out = 0
 
     def write(self, data: BytesLike) -> None:
         view = memoryview(data).cast("B")
+        self.bytes_in += len(view)
         if len(view) < self._block_bytes // 4:  # small pieces (headers, items) are gathered into one block
             self._small += view
             if len(self._small) >= self._block_bytes:
@@ -130,21 +135,28 @@ class _Blocks(list):
 
 def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryIO, deflated: bool,
                     level: int = DEFAULT_DEFLATE_LEVEL, workers: int | None = None,
-                    spliced: dict[int, bytes] | None = None) -> None:
+                    spliced: dict[int, bytes] | None = None, tail_bytes: int = 0,
+                    progress: Callable[[float], None] | None = None) -> None:
     """Write ``dataset`` (with the pre-encoded ``spliced`` elements in place) then the pre-encoded ``tail``
     elements (which must sort after every element of ``dataset``), as Deflated or plain Explicit VR Little Endian.
 
     Deflated, the tail (frames) is produced and compressed on other threads while pydicom encodes the header on
     this one: with many segments the header (one item per segment) takes as long as the frames. The compressed
-    tail is held until the header is written; it is a fraction of the label volume.
+    tail is held until the header is written; it is a fraction of the label volume. ``progress`` gets the
+    fraction of the ``tail_bytes`` written so far, always on the calling thread (a GUI's progress dialog).
     """
     dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflated else ExplicitVRLittleEndian
     if not deflated:
         meta, body = encode_header(dataset, spliced)
         handle.write(meta)
         handle.write(body)
+        written, reported = 0, time.perf_counter()
         for part in tail:
             handle.write(part)
+            written += len(part)
+            if progress is not None and tail_bytes and time.perf_counter() - reported > PROGRESS_SECONDS:
+                progress(min(1.0, written / tail_bytes))
+                reported = time.perf_counter()
         return
     blocks = _Blocks()
     tail_writer = ParallelDeflateWriter(blocks, level, workers)
@@ -160,7 +172,13 @@ def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryI
         handle.write(meta)
         head = _deflate_block(body, level)
         handle.write(head)
-        produced.result()  # re-raises anything the tail raised
+        while True:
+            try:
+                produced.result(timeout=PROGRESS_SECONDS)  # re-raises anything the tail raised
+                break
+            except FutureTimeout:
+                if progress is not None and tail_bytes:
+                    progress(min(1.0, tail_writer.bytes_in / tail_bytes))
     for block in blocks:
         handle.write(block)
     if (len(head) + tail_writer.bytes_out) % 2:
