@@ -154,7 +154,7 @@ def build_pixel_input(layered: LayeredSegmentation, seg_type: SegType) -> np.nda
 def _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast) -> hd.seg.Segmentation:
     """highdicom's Segmentation: of one template plane on the fast path, else of every frame."""
     if fast:
-        pixels, sources = template_pixels(layered), reference.datasets[:1]
+        pixels, sources = template_pixels(layered, seg_type.value.upper()), reference.datasets[:1]
     else:
         pixels, sources = build_pixel_input(layered, seg_type), reference.datasets
     seg = hd.seg.Segmentation(

@@ -41,7 +41,7 @@ FRAMES_PER_CHUNK = 64  # BINARY frames packed at once (2 MB for 512x512): bounds
 def fast_path_supported(layered: LayeredSegmentation, seg_type: str, transfer_syntax_uid: str) -> bool:
     """Native pixel data (uncompressed or deflated), and a plane big enough for the one-plane template."""
     rows, columns = layered.geometry.shape[1:]
-    return transfer_syntax_uid in NATIVE_SYNTAXES and rows * columns >= len(layered.segments)
+    return transfer_syntax_uid in NATIVE_SYNTAXES and (seg_type == "BINARY" or rows * columns >= len(layered.segments))
 
 
 def _encode(element_dataset: Dataset, keyword: str, encodings: list[str] | None = None) -> bytes:
@@ -93,12 +93,17 @@ def _sequence(keyword: str, items: list[Dataset]) -> Dataset:
     return holder
 
 
-def template_pixels(layered: LayeredSegmentation) -> np.ndarray:
-    """One plane with one voxel per segment (distinct pixels): highdicom then describes every segment cheaply."""
+def template_pixels(layered: LayeredSegmentation, seg_type: str) -> np.ndarray:
+    """One plane for highdicom to describe every segment from cheaply. LABELMAP: one voxel per segment (the
+    stored values decide the bit depth). BINARY: one voxel of segment 1 only, so highdicom builds one frame
+    rather than one per segment (the others are described without frames; ours come later)."""
     rows, columns = layered.geometry.shape[1:]
     plane = np.zeros((1, rows, columns), dtype=np.uint16 if len(layered.segments) > 255 else np.uint8)
     flat = plane.reshape(-1)
-    flat[: len(layered.segments)] = np.arange(1, len(layered.segments) + 1)
+    if seg_type == "BINARY":
+        flat[0] = 1
+    else:
+        flat[: len(layered.segments)] = np.arange(1, len(layered.segments) + 1)
     return plane
 
 
