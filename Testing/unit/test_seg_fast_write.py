@@ -283,3 +283,22 @@ def test_stream_progress_is_reported_on_the_calling_thread(tmp_path, deflated, m
     assert fractions == sorted(fractions) and 0 < fractions[-1] <= 1.0
     again = pydicom.dcmread(tmp_path / "stream.dcm")
     assert again.PatientName == "Test^Progress" and again.PixelData == 10 * chunk
+
+
+def test_failing_tail_leaves_no_file_and_no_threads(ct3, tmp_path, monkeypatch):
+    """An error while frames are produced (on the producer thread) reaches the caller; nothing is written."""
+    import threading
+
+    from SegmentationQALib.core import seg_fast_write
+
+    def broken(*args):
+        yield memoryview(b"\x00" * 8)
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(seg_fast_write, "binary_chunks", broken)
+    before = threading.active_count()
+    layered = many_segments(ct3, 10, 2, seed=21)
+    with pytest.raises(MemoryError, match="simulated"):
+        write_seg(layered, ct3, tmp_path / "seg.dcm", SegExportOptions(seg_type=SegType.BINARY))
+    assert list(tmp_path.iterdir()) == []
+    assert threading.active_count() <= before

@@ -85,6 +85,12 @@ class ParallelDeflateWriter:
         if self._pool is not None:
             self._pool.shutdown()
 
+    def abort(self) -> None:
+        """Stop compressing (the write failed): drop pending blocks and release the threads."""
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
     def _submit(self, block: BytesLike) -> None:
         if self._pool is None:
             self._emit(_deflate_block(block, self._level))
@@ -162,9 +168,13 @@ def write_with_tail(dataset: Dataset, tail: Iterable[BytesLike], handle: BinaryI
     tail_writer = ParallelDeflateWriter(blocks, level, workers)
 
     def produce() -> None:
-        for part in tail:
-            tail_writer.write(part)
-        tail_writer.close(pad=False)
+        try:
+            for part in tail:
+                tail_writer.write(part)
+            tail_writer.close(pad=False)
+        except BaseException:
+            tail_writer.abort()
+            raise
 
     with ThreadPoolExecutor(1) as producer:
         produced = producer.submit(produce)
