@@ -298,7 +298,10 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         toWorld = LPS_TO_RAS @ parentTransformToWorldRas(segmentationNode) @ LPS_TO_RAS
         segmentOrder = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
         layerArrays = []
-        layerOfSegment = {segmentId: segmentation.GetLayerIndex(segmentId) for segmentId in segmentOrder}
+        layerOfSegment = {}  # per layer, not per segment: GetLayerIndex searches every layer (1000 segments: 45 ms)
+        for layerIndex in range(segmentation.GetNumberOfLayers()):
+            for segmentId in segmentation.GetSegmentIDsForLayer(layerIndex):
+                layerOfSegment[segmentId] = layerIndex
         target = referenceGeometry
         for layerIndex in range(segmentation.GetNumberOfLayers()):
             image = segmentation.GetLayerDataObject(layerIndex)
