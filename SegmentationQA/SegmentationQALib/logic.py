@@ -37,6 +37,7 @@ from .core.errors import (
 )
 from .core.geometry import LPS_TO_RAS, VolumeGeometry
 from .core.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
+from .core.runtime import with_paused_gc
 from .core.safe_write import atomic_output_file
 from .core.seg_export import write_seg
 from .core.seg_nrrd import ALGORITHM_TYPE_TAG, write_seg_nrrd
@@ -428,6 +429,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         return series
 
     # ---------------------------------------------------------------- DICOM SEG
+    @with_paused_gc
     def exportDicomSeg(
         self,
         segmentationNode,
@@ -528,6 +530,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             counter += 1
         return f"{stem}_{counter}{dot}{rest}"
 
+    @with_paused_gc
     def loadDicomSeg(self, path, name: str | None = None, progress: ProgressCallback | None = None):
         """Load a DICOM SEG into a new segmentation node; returns (node, SegLoadResult)."""
         start = time.perf_counter()

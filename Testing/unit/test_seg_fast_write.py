@@ -302,3 +302,26 @@ def test_failing_tail_leaves_no_file_and_no_threads(ct3, tmp_path, monkeypatch):
         write_seg(layered, ct3, tmp_path / "seg.dcm", SegExportOptions(seg_type=SegType.BINARY))
     assert list(tmp_path.iterdir()) == []
     assert threading.active_count() <= before
+
+
+def test_paused_gc_nests_and_restores():
+    import gc
+
+    from SegmentationQALib.core.runtime import paused_gc, with_paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+
+    @with_paused_gc
+    def fails():
+        assert not gc.isenabled()
+        raise ValueError("inside")
+
+    with pytest.raises(ValueError, match="inside"):
+        fails()
+    assert gc.isenabled()

@@ -18,6 +18,7 @@ from .errors import (
     GeometryError,
     OverlapError,
 )
+from .runtime import with_paused_gc
 from .safe_write import atomic_output_file
 from .seg_census import segmentation_census, segments_overlap
 from .seg_fast_write import fast_path_supported, finish_seg, iterate_tail, template_pixels
@@ -185,6 +186,7 @@ def _build(layered, reference, options, seg_type, descriptions, transfer_syntax,
     return seg
 
 
+@with_paused_gc
 def write_seg(
     layered: LayeredSegmentation,
     reference: ImageSeries,

@@ -13,6 +13,7 @@ import pydicom
 
 from .errors import GeometryError, InvalidInputFileError, WrongModalityError
 from .geometry import VolumeGeometry
+from .runtime import with_paused_gc
 from .seg_fast_read import expected_pixel_bytes, load_binary_fast, load_labelmap_fast
 from .seg_options import SegmentReport
 from .seg_stream_read import READ_ERRORS, SegStream, open_seg_stream
@@ -196,6 +197,7 @@ def geometry_from_hd_volume(volume) -> VolumeGeometry:
     return VolumeGeometry(tuple(volume.spatial_shape), affine)
 
 
+@with_paused_gc
 def load_seg(path: str | Path, progress: ProgressCallback | None = None, fast: bool = True) -> LoadedSeg:
     """Read any patient-space SEG. Fractional segments are thresholded at 0.5 (with a warning).
 
