@@ -69,3 +69,21 @@ def assert_same_seg(fast_path, slow_path):
     for index, (a, b) in enumerate(zip(fast.PerFrameFunctionalGroupsSequence, slow.PerFrameFunctionalGroupsSequence)):
         assert a == b, f"frame {index + 1}"
     assert np.array_equal(fast.pixel_array, slow.pixel_array)
+
+
+def three_hundred_overlapping_segments(geometry: VolumeGeometry):
+    """300 3x3 segments on two layers, half of them overlapping others, on a grid whose frames are not
+    byte-aligned in 1-bit pixel data (23x38 in the dcmqi sample)."""
+    from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+
+    shape = geometry.shape
+    assert (shape[1] * shape[2]) % 8 != 0
+    rng = np.random.default_rng(1)
+    layers = [np.zeros(shape, np.uint16), np.zeros(shape, np.uint16)]
+    segments = []
+    for number in range(1, 301):
+        layer = number % 2
+        k, r, c = rng.integers(0, shape[0]), rng.integers(0, shape[1] - 3), rng.integers(0, shape[2] - 3)
+        layers[layer][k, r:r + 3, c:c + 3] = number // 2 + 1 if layer else (number + 1) // 2
+        segments.append(Segment(f"s{number}", layer, int(layers[layer][k, r, c]), tuple(rng.random(3))))
+    return LayeredSegmentation(geometry, layers, segments)

@@ -25,7 +25,7 @@ from SegmentationQALib.core.seg_export import write_seg
 from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
 from SegmentationQALib.core.seg_read import load_seg
 from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
-from segtools import assert_same_voxels, dcmqi_segments
+from segtools import assert_same_voxels, dcmqi_segments, three_hundred_overlapping_segments
 from validators import assert_dciodvfy_clean
 
 TOTALSEG = "totalsegmentator/reference_files"
@@ -223,17 +223,7 @@ def test_fast_binary_reader_matches_highdicom_on_samples(shared_data):
 def test_fast_binary_reader_many_overlapping_segments(shared_data, tmp_path):
     """300 segments, half of them overlapping others, odd-sized frames (bits not byte-aligned)."""
     series = dicom_series.read_image_series(shared_data / "dcmqi/segmentations/23x38x3/image")
-    shape = series.geometry.shape
-    assert (shape[1] * shape[2]) % 8 != 0
-    rng = np.random.default_rng(1)
-    layers = [np.zeros(shape, np.uint16), np.zeros(shape, np.uint16)]
-    segments = []
-    for number in range(1, 301):
-        layer = number % 2
-        k, r, c = rng.integers(0, shape[0]), rng.integers(0, shape[1] - 3), rng.integers(0, shape[2] - 3)
-        layers[layer][k, r:r + 3, c:c + 3] = number // 2 + 1 if layer else (number + 1) // 2
-        segments.append(Segment(f"s{number}", layer, int(layers[layer][k, r, c]), tuple(rng.random(3))))
-    layered = LayeredSegmentation(series.geometry, layers, segments)
+    layered = three_hundred_overlapping_segments(series.geometry)
     counts = layered.voxel_counts()
     kept = [i for i, count in enumerate(counts) if count]
     result = write_seg(layered, series, tmp_path / "many.dcm", SegExportOptions(seg_type=SegType.BINARY))

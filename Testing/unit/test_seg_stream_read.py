@@ -20,7 +20,7 @@ from SegmentationQALib.core.seg_options import Compression, SegExportOptions, Se
 from SegmentationQALib.core.seg_read import load_seg, read_seg_file
 from SegmentationQALib.core.seg_stream_read import InflatingReader, open_seg_stream
 from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
-from segtools import assert_same_voxels, dcmqi_segments
+from segtools import assert_same_voxels, dcmqi_segments, three_hundred_overlapping_segments
 
 NATIVE = Compression.NONE  # written uncompressed, then deflated here with pydicom (independent of our writer)
 
@@ -117,17 +117,7 @@ def test_frames_not_grouped_by_segment_fall_back_to_whole_read(shared_data, tmp_
 def test_many_overlapping_segments_deflated(shared_data, tmp_path):
     """300 segments, half overlapping others, odd-sized frames (bits not byte-aligned), from a deflated file."""
     series = dicom_series.read_image_series(shared_data / "dcmqi/segmentations/23x38x3/image")
-    shape = series.geometry.shape
-    assert (shape[1] * shape[2]) % 8 != 0
-    rng = np.random.default_rng(1)
-    layers = [np.zeros(shape, np.uint16), np.zeros(shape, np.uint16)]
-    segments = []
-    for number in range(1, 301):
-        layer = number % 2
-        k, r, c = rng.integers(0, shape[0]), rng.integers(0, shape[1] - 3), rng.integers(0, shape[2] - 3)
-        layers[layer][k, r:r + 3, c:c + 3] = number // 2 + 1 if layer else (number + 1) // 2
-        segments.append(Segment(f"s{number}", layer, int(layers[layer][k, r, c]), tuple(rng.random(3))))
-    layered = LayeredSegmentation(series.geometry, layers, segments)
+    layered = three_hundred_overlapping_segments(series.geometry)
     kept = [i for i, count in enumerate(layered.voxel_counts()) if count]
     options = SegExportOptions(seg_type=SegType.BINARY, compression=NATIVE)
     native = write_seg(layered, series, tmp_path / "many.dcm", options).seg_path
