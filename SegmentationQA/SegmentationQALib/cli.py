@@ -59,11 +59,13 @@ def makeLogic():
 
     scene = slicer.mrmlScene if hasattr(slicer, "mrmlScene") and slicer.mrmlScene is not None else slicer.vtkMRMLScene()
     logic = SegmentationQAMRMLLogic(scene)
-    _LOGICS.append(logic)
+    _LOGICS.append((logic, logic.segmentationNodeIds()))
     return logic
 
 
-_LOGICS: list = []  # released when a command ends: Slicer would take ~0.1 s per segment to tear them down
+# (logic, segmentation nodes that existed before the command): the command's own nodes are released when it
+# ends, as Slicer would take ~0.1 s per segment to tear them down; nodes already in an open Slicer stay.
+_LOGICS: list = []
 
 
 def isDicomFile(path: Path) -> bool:
@@ -174,7 +176,8 @@ def main(argv=None) -> int:
         return 1
     finally:
         while _LOGICS:
-            _LOGICS.pop().releaseSegmentations()
+            logic, existing = _LOGICS.pop()
+            logic.releaseSegmentations(keep=existing)
 
 
 def _exitFromApp(code: int) -> None:

@@ -251,11 +251,18 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         if segmentationNode.GetScene() is not None:
             segmentationNode.GetScene().RemoveNode(segmentationNode)
 
-    def releaseSegmentations(self) -> None:
-        """Remove every segmentation node of the scene the fast way (see removeSegmentationNode)."""
+    def segmentationNodeIds(self) -> set[str]:
+        nodes = self.scene.GetNodesByClass("vtkMRMLSegmentationNode")
+        return {nodes.GetItemAsObject(index).GetID() for index in range(nodes.GetNumberOfItems())}
+
+    def releaseSegmentations(self, keep: set[str] | None = None) -> None:
+        """Remove the scene's segmentation nodes the fast way (see removeSegmentationNode), except those in
+        ``keep`` (node IDs), e.g. a user's own nodes when a command ran in an open Slicer."""
         nodes = self.scene.GetNodesByClass("vtkMRMLSegmentationNode")
         for index in range(nodes.GetNumberOfItems()):
-            self.removeSegmentationNode(nodes.GetItemAsObject(index))
+            node = nodes.GetItemAsObject(index)
+            if not keep or node.GetID() not in keep:
+                self.removeSegmentationNode(node)
 
     def saveSegmentationFile(self, segmentationNode, path, referenceVolumeNode=None) -> str:
         """Write .seg.nrrd (overlaps kept) or a label volume (.nrrd/.nii.gz; overlapping segments are an error)."""

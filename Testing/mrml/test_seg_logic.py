@@ -129,5 +129,9 @@ def test_remove_segmentation_node_empties_and_removes(logic, shared_data):
     assert segmentation.GetNumberOfSegments() == 0
     assert node.GetScene() is None and logic.scene.GetNodeByID(node.GetID() or "") is None
     assert other.GetScene() is logic.scene
+    kept = logic.segmentationNodeIds()
+    third, _ = logic.loadDicomSeg(shared_data / DCMQI / "liver.dcm")
+    logic.releaseSegmentations(keep=kept)  # e.g. a user's nodes in an open Slicer stay
+    assert other.GetScene() is logic.scene and third.GetScene() is None
     logic.releaseSegmentations()
     assert logic.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
