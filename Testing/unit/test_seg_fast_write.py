@@ -14,7 +14,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from SegmentationQALib.core import dicom_series
 from SegmentationQALib.core.geometry import VolumeGeometry
-from SegmentationQALib.core.seg_census import layer_census, segments_overlap
+from SegmentationQALib.core.seg_census import layer_census
 from SegmentationQALib.core.seg_export import write_seg
 from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
 from SegmentationQALib.core.seg_read import load_seg
@@ -167,12 +167,12 @@ def test_census_counts_slices_rows_and_overlap():
     geometry = VolumeGeometry(layer.shape, np.eye(4))
     second = np.zeros_like(layer)
     segments = [Segment("a", 0, 1), Segment("b", 1, 2)]
-    assert not segments_overlap(LayeredSegmentation(geometry, [layer, second], segments))
+    assert not LayeredSegmentation(geometry, [layer, second], segments).has_overlap()
     second[layer == 1] = 2
-    assert segments_overlap(LayeredSegmentation(geometry, [layer, second], segments))
+    assert LayeredSegmentation(geometry, [layer, second], segments).has_overlap()
     second[...] = 0
     second[layer == 3] = 5  # a value no segment uses does not count
-    assert not segments_overlap(LayeredSegmentation(geometry, [layer, second], segments))
+    assert not LayeredSegmentation(geometry, [layer, second], segments).has_overlap()
 
 
 def test_plain_explicit_file_is_unchanged_by_stream_writer(ct3, tmp_path):

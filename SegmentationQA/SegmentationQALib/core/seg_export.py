@@ -20,7 +20,7 @@ from .errors import (
 )
 from .runtime import with_paused_gc
 from .safe_write import atomic_output_file
-from .seg_census import segmentation_census, segments_overlap
+from .seg_census import segmentation_census
 from .seg_fast_write import fast_path_supported, finish_seg, iterate_tail, template_pixels
 from .seg_options import (
     DEFAULT_DEFLATE_LEVEL_BY_TYPE,
@@ -215,7 +215,7 @@ def write_seg(
         raise EmptySegmentationError("nothing to export: every segment is empty", output_path)
     layered = layered.subset(kept)
     counts = [counts[i] for i in kept]
-    overlapping = segments_overlap(layered)
+    overlapping = layered.has_overlap()
     seg_type = resolve_seg_type(options.seg_type, overlapping, str(output_path))
     compression = options.compression or default_compression(seg_type)
     if not compression.supports(seg_type):

@@ -27,7 +27,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from .dicom_series import ImageSeries
 from .seg_census import SegmentationCensus
-from .segmentation import LayeredSegmentation
+from .segmentation import SLAB_SLICES, LayeredSegmentation
 
 PER_FRAME_TAG = Tag("PerFrameFunctionalGroupsSequence")
 SEGMENT_SEQUENCE_TAG = Tag("SegmentSequence")
@@ -219,30 +219,11 @@ def per_frame_sequence(template_item: Dataset, kinds: list[str], reference: Imag
     return b"".join(parts)
 
 
-def labelmap_lookup(layered: LayeredSegmentation, dtype) -> list[np.ndarray | None]:
-    """Per layer, the table from stored label values to segment numbers (None for a layer stored as the segment
-    numbers already, which is then written without a copy)."""
-    tables = []
-    for index, layer in enumerate(layered.layers):
-        members = [(n, s.label_value) for n, s in enumerate(layered.segments, start=1) if s.layer == index]
-        if not members:
-            tables.append(np.zeros(1, dtype=dtype))
-            continue
-        top = max(int(layer.max()), max(v for _, v in members))
-        table = np.zeros(top + 1, dtype=dtype)
-        for number, value in members:
-            table[value] = number
-        identity = (len(layered.layers) == 1 and layer.dtype == np.dtype(dtype)
-                    and bool(np.all(table[1:] == np.arange(1, table.size, dtype=table.dtype))))
-        tables.append(None if identity else table)
-    return tables
-
-
 def labelmap_chunks(layered: LayeredSegmentation, slices: list[int], dtype) -> Iterator[memoryview]:
-    """LABELMAP frames (segment numbers per pixel) of ``slices`` in that order, up to 16 slices at a time."""
-    tables = labelmap_lookup(layered, dtype)
-    for start in range(0, len(slices), 16):
-        chunk = slices[start:start + 16]
+    """LABELMAP frames (segment numbers per pixel) of ``slices`` in that order, a slab at a time."""
+    tables = layered.segment_number_tables(dtype)
+    for start in range(0, len(slices), SLAB_SLICES):
+        chunk = slices[start:start + SLAB_SLICES]
         first, last = chunk[0], chunk[-1]
         if last - first + 1 == len(chunk):
             pick = slice(first, last + 1)  # ascending run: a view
@@ -250,14 +231,7 @@ def labelmap_chunks(layered: LayeredSegmentation, slices: list[int], dtype) -> I
             pick = slice(first, last - 1 if last > 0 else None, -1)  # descending run
         else:
             pick = np.asarray(chunk)
-        if tables[0] is None:
-            yield memoryview(np.ascontiguousarray(layered.layers[0][pick])).cast("B")
-            continue
-        out = None
-        for table, layer in zip(tables, layered.layers):
-            mapped = np.take(table, layer[pick], mode="clip")
-            out = mapped if out is None else out + mapped  # layers do not overlap in a LABELMAP
-        yield memoryview(np.ascontiguousarray(out)).cast("B")
+        yield memoryview(np.ascontiguousarray(layered.segment_numbers(tables, pick))).cast("B")
 
 
 def binary_chunks(layered: LayeredSegmentation, census: SegmentationCensus,
@@ -312,7 +286,8 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     if kinds is None or "plane" not in kinds or (binary != ("segment" in kinds)):
         return None
     template_item = template.PerFrameFunctionalGroupsSequence[0]
-    rank = plane_rank(reference)
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in reference.datasets])
+    rank = plane_rank(positions, reference)
     slices_per_segment = [slices[np.argsort(rank[slices], kind="stable")] for slices in census.slices(layered)]
     used = sorted({int(k) for slices in slices_per_segment for k in slices}, key=lambda k: rank[k])
     if binary:
@@ -328,7 +303,7 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     if later:
         raise ValueError(f"unexpected elements after the per-frame functional groups: {later}")
     template.NumberOfFrames = len(frames)
-    _volume_attributes(template, reference, used, binary and len(slices_per_segment) > 1)
+    _volume_attributes(template, reference, positions, used, binary and len(slices_per_segment) > 1)
     template.SegmentsOverlap = "YES" if overlapping else "NO"
     instance_template = template.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
     template.ReferencedSeriesSequence[0].ReferencedInstanceSequence = Sequence(
@@ -355,11 +330,10 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     return template, tail, spliced
 
 
-def plane_rank(reference: ImageSeries) -> np.ndarray:
+def plane_rank(positions: np.ndarray, reference: ImageSeries) -> np.ndarray:
     """Rank of each reference plane in highdicom's frame order (along its normal, VOLUME_INDEX_CONVENTION)."""
     from highdicom.spatial import VOLUME_INDEX_CONVENTION, get_plane_sort_index
 
-    positions = [[float(v) for v in ds.ImagePositionPatient] for ds in reference.datasets]
     orientation = [float(v) for v in reference.datasets[0].ImageOrientationPatient]
     order = np.asarray(get_plane_sort_index(positions, orientation, index_convention=VOLUME_INDEX_CONVENTION))
     rank = np.empty(len(positions), dtype=np.int64)
@@ -367,13 +341,13 @@ def plane_rank(reference: ImageSeries) -> np.ndarray:
     return rank
 
 
-def _volume_attributes(template: Dataset, reference: ImageSeries, used: list[int], several_segments: bool) -> None:
+def _volume_attributes(template: Dataset, reference: ImageSeries, positions: np.ndarray, used: list[int],
+                       several_segments: bool) -> None:
     """What highdicom derives from every plane, which a one-plane template cannot know: the spacing between
     slices (from all source positions, unless the source states it) and the "3D" dimension organization (frames
     of one segment, or a LABELMAP, on regularly spaced planes)."""
     from highdicom.spatial import get_volume_positions
 
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in reference.datasets])
     shared = template.SharedFunctionalGroupsSequence[0]
     orientation = shared.PlaneOrientationSequence[0].ImageOrientationPatient
     measures = shared.PixelMeasuresSequence[0]

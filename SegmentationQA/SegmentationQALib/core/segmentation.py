@@ -112,6 +112,9 @@ class Segment:
         }
 
 
+SLAB_SLICES = 16  # slices processed at a time by the slab-wise passes
+
+
 @dataclass
 class LayeredSegmentation:
     """Segments on one grid, stored as label layers (arrays indexed [slice, row, column])."""
@@ -142,37 +145,62 @@ class LayeredSegmentation:
         return result
 
     def has_overlap(self) -> bool:
-        """True when at least one voxel belongs to two segments (only possible across layers)."""
+        """True when at least one voxel belongs to two segments (only possible across layers).
+
+        Checked slab by slab through a per-layer membership table, so no volume-sized temporaries.
+        """
         if len(self.layers) < 2:
             return False
-        covered = np.zeros(self.geometry.shape, dtype=np.uint8)
-        for layer_index, layer in enumerate(self.layers):
-            used = {s.label_value for s in self.segments if s.layer == layer_index}
-            if not used:
-                continue
-            member = np.isin(layer, sorted(used)) if len(used) < 0.5 * max(1, int(layer.max())) else layer > 0
-            covered += member.astype(np.uint8)
+        tables = []  # per layer: 1 for its segments' values; the last entry (0) takes anything above
+        for index in range(len(self.layers)):
+            used = [s.label_value for s in self.segments if s.layer == index and s.label_value > 0]
+            table = np.zeros(max(used, default=0) + 2, dtype=np.uint8)
+            table[used] = 1
+            tables.append(table)
+        for k in range(0, self.geometry.shape[0], SLAB_SLICES):
+            covered = None
+            for table, layer in zip(tables, self.layers):
+                member = np.take(table, layer[k:k + SLAB_SLICES], mode="clip")  # negative values -> 0
+                covered = member if covered is None else covered + member
             if covered.max() > 1:
                 return True
         return False
 
+    def segment_number_tables(self, dtype) -> list[np.ndarray | None]:
+        """Per layer, the table from stored label values to segment numbers (1..N in segment order, 0 for values
+        no segment has); None for a lone layer already stored that way, which needs no mapping (nor a copy)."""
+        tables: list[np.ndarray | None] = []
+        for index, layer in enumerate(self.layers):
+            members = [(n, s.label_value) for n, s in enumerate(self.segments, start=1) if s.layer == index]
+            if not members:
+                tables.append(np.zeros(1, dtype=dtype))
+                continue
+            top = max(int(layer.max()) if layer.size else 0, max(v for _, v in members))
+            table = np.zeros(top + 1, dtype=dtype)
+            for number, value in members:
+                table[value] = number
+            identity = (len(self.layers) == 1 and layer.dtype == np.dtype(dtype)
+                        and bool(np.all(table[1:] == np.arange(1, table.size, dtype=table.dtype))))
+            tables.append(None if identity else table)
+        return tables
+
+    def segment_numbers(self, tables: list[np.ndarray | None], pick=slice(None)) -> np.ndarray:
+        """Segment numbers of the voxels ``pick`` selects along the slice axis, through ``segment_number_tables``
+        (requires no overlap: the layers' numbers are summed)."""
+        if tables[0] is None:
+            return self.layers[0][pick]
+        out = None
+        for table, layer in zip(tables, self.layers):
+            mapped = np.take(table, layer[pick], mode="clip")
+            out = mapped if out is None else out + mapped
+        return out
+
     def as_single_labelmap(self, dtype=None) -> tuple[np.ndarray, list[int]]:
-        """One label volume with values 1..N in segment order (requires no overlap); returns it and the values."""
+        """One label volume with values 1..N in segment order (requires no overlap); returns it and the values.
+        A lone layer already numbered that way is returned as it is, without a copy."""
         count = len(self.segments)
         dtype = dtype or (np.uint8 if count < 256 else np.uint16)
-        if len(self.layers) == 1 and all(s.layer == 0 for s in self.segments):
-            layer = self.layers[0]
-            values = [s.label_value for s in self.segments]
-            if values == list(range(1, count + 1)) and layer.dtype == np.dtype(dtype):
-                return layer, values  # already numbered 1..N in segment order: no copy
-            lookup = np.zeros(max(int(layer.max()) if layer.size else 0, max((s.label_value for s in self.segments), default=0)) + 1, dtype=dtype)
-            for number, segment in enumerate(self.segments, start=1):
-                lookup[segment.label_value] = number
-            return lookup[layer], list(range(1, count + 1))
-        labelmap = np.zeros(self.geometry.shape, dtype=dtype)
-        for number in range(1, count + 1):
-            labelmap[self.mask(number - 1)] = number
-        return labelmap, list(range(1, count + 1))
+        return self.segment_numbers(self.segment_number_tables(dtype)), list(range(1, count + 1))
 
     def resampled_to(self, geometry: VolumeGeometry) -> tuple[LayeredSegmentation, int]:
         """Nearest-neighbour resample every layer onto ``geometry``.
