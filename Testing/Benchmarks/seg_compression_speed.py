@@ -1,6 +1,8 @@
 """Which transfer syntax for DICOM SEG: file size, write and read time, and whether dcmqi reads it, for every
 compression we offer, on the real TotalSegmentator labels (61 organs at their 1.5 mm grid, LABELMAP) and on the
-same labels with 20 dilated margins (overlapping, BINARY), against the gzip seg.nrrd SimpleITK writes.
+same labels with 20 dilated margins (overlapping, BINARY), against the gzip seg.nrrd SimpleITK writes. Deflate is
+run with each backend (ISA-L when ``isal`` is installed, and zlib, the fallback) at that backend's default level;
+"zlib read" is the load with zlib inflating, as a reader without ISA-L (pydicom, DCMTK) would.
 
     .venv/bin/python Testing/Benchmarks/seg_compression_speed.py [--repeats 3] [--json seg_compression.json]
 """
@@ -44,10 +46,17 @@ def main() -> int:
     import seg_speed
     import SimpleITK as sitk
 
+    from SegmentationQALib.core import seg_stream
     from SegmentationQALib.core.geometry import VolumeGeometry
     from SegmentationQALib.core.reference_series import write_reference_series
     from SegmentationQALib.core.seg_export import write_seg
-    from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
+    from SegmentationQALib.core.seg_options import (
+        ISAL_DEFLATE_LEVEL_BY_TYPE,
+        ZLIB_DEFLATE_LEVEL_BY_TYPE,
+        Compression,
+        SegExportOptions,
+        SegType,
+    )
     from SegmentationQALib.core.seg_read import load_seg
     from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
 
@@ -59,6 +68,7 @@ def main() -> int:
     sizes = np.bincount(labels.ravel())
     biggest = sorted(values, key=lambda v: -sizes[v])[: seg_speed.MARGIN_ORGANS]
     rows = []
+    default_backend = seg_stream.BACKEND
     with tempfile.TemporaryDirectory(prefix="seg_compression-") as work:
         work = Path(work)
         series = write_reference_series(sitk.GetArrayFromImage(ct), geometry, work / "ct")
@@ -76,26 +86,43 @@ def main() -> int:
             sitk.WriteImage(sitk.GetImageFromArray(array, isVector=len(layered.layers) > 1), str(nrrd), True)
             reference = nrrd.stat().st_size
             print(f"{case}: gzip seg.nrrd {reference / 1e6:.3f} MB", flush=True)
-            for compression in Compression:
-                if not compression.supports(seg_type):
-                    continue
-                path = work / f"{seg_type.value}-{compression.value}.dcm"
-                options = SegExportOptions(seg_type=seg_type, compression=compression)
-                write_times, read_times = [], []
+            variants = [(compression, None) for compression in Compression if compression.supports(seg_type)]
+            index = variants.index((Compression.DEFLATE, None))
+            backends = (["isal"] if seg_stream.isal_zlib is not None else []) + ["zlib"]
+            variants[index:index + 1] = [(Compression.DEFLATE, backend) for backend in backends]
+            for compression, backend in variants:
+                name = compression.value + (f"-{backend}" if backend else "")
+                path = work / f"{seg_type.value}-{name}.dcm"
+                levels = ISAL_DEFLATE_LEVEL_BY_TYPE if backend == "isal" else ZLIB_DEFLATE_LEVEL_BY_TYPE
+                level = levels[seg_type] if backend else None
+                options = SegExportOptions(seg_type=seg_type, compression=compression, deflate_level=level)
+                chosen = seg_stream.DeflateBackend(seg_stream.isal_zlib if backend == "isal" else None)
+                write_times, read_times, zlib_read_times = [], [], []
                 for _ in range(args.repeats):
+                    seg_stream.BACKEND = chosen
                     start = time.perf_counter()
                     write_seg(layered, series, path, options)
                     write_times.append(time.perf_counter() - start)
                     start = time.perf_counter()
                     load_seg(path)
                     read_times.append(time.perf_counter() - start)
-                row = {"case": case, "compression": compression.value, "file_bytes": path.stat().st_size,
+                    if backend == "isal":
+                        seg_stream.BACKEND = seg_stream.DeflateBackend(None)
+                        start = time.perf_counter()
+                        load_seg(path)
+                        zlib_read_times.append(time.perf_counter() - start)
+                seg_stream.BACKEND = default_backend
+                row = {"case": case, "compression": compression.value, "deflate_backend": backend,
+                       "deflate_level": level, "file_bytes": path.stat().st_size,
                        "ratio_to_gzip_nrrd": path.stat().st_size / reference,
                        "write_seconds": statistics.median(write_times), "read_seconds": statistics.median(read_times),
-                       "dcmqi_reads": dcmqi_reads(path, work / f"dq-{seg_type.value}-{compression.value}")}
+                       "zlib_read_seconds": statistics.median(zlib_read_times or read_times) if backend else None,
+                       "dcmqi_reads": dcmqi_reads(path, work / f"dq-{seg_type.value}-{name}")}
                 rows.append(row)
-                print(f"  {compression.value:<9}{row['file_bytes'] / 1e6:8.3f} MB {row['ratio_to_gzip_nrrd']:6.2f}x  "
-                      f"write {row['write_seconds']:.3f} s  read {row['read_seconds']:.3f} s  "
+                zlib_read = f"  zlib read {row['zlib_read_seconds']:.3f} s" if backend == "isal" else ""
+                label = name + (f" {level}" if backend else "")
+                print(f"  {label:<15}{row['file_bytes'] / 1e6:8.3f} MB {row['ratio_to_gzip_nrrd']:6.2f}x  "
+                      f"write {row['write_seconds']:.3f} s  read {row['read_seconds']:.3f} s{zlib_read}  "
                       f"dcmqi {'yes' if row['dcmqi_reads'] else 'no'}", flush=True)
     Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
