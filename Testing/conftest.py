@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    configured = os.environ.get("DICOMFIDELITY_DATA")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+from datapaths import shared_data_dir
 
 
 @pytest.fixture(scope="session")

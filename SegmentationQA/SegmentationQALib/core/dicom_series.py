@@ -12,6 +12,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from . import dicom_headers
 from .errors import GeometryError, InvalidInputFileError, MissingTagError, WrongModalityError
 from .geometry import VolumeGeometry, affine_from_dicom
 
@@ -35,7 +36,7 @@ def list_dicom_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
 def read_header(path: str | Path) -> Dataset:
     """Read a DICOM header (no pixel data); a clear error for anything that is not DICOM."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return dicom_headers.read_header(path)
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
         raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
 
@@ -48,6 +49,53 @@ def require(ds: Dataset, keyword: str, path: str | Path | None = None):
     return value
 
 
+REFERENCE_UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+SLICE_KEYWORDS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
+                  *REFERENCE_UID_KEYWORDS, "Modality")
+_GEOMETRY_KEYWORDS = SLICE_KEYWORDS[:5]
+
+
+@dataclass(frozen=True)
+class SliceKeys:
+    """Per slice, the values a series is sorted, checked and referenced by, read once (dicom_headers.header_values).
+
+    pydicom converts and validates a value on every first access (5-15 us); a 200-slice series read, checked and
+    referenced by a SEG touched each of these values several times, which cost as much as reading the headers.
+    Missing values are None (in ``values``) and NaN (in the arrays).
+    """
+
+    values: list[list]  # per slice, per SLICE_KEYWORDS
+
+    @classmethod
+    def of(cls, datasets: Sequence[Dataset]) -> SliceKeys:
+        return cls([dicom_headers.header_values(ds, SLICE_KEYWORDS) for ds in datasets])
+
+    def column(self, keyword: str) -> list:
+        index = SLICE_KEYWORDS.index(keyword)
+        return [row[index] for row in self.values]
+
+    def array(self, keyword: str, width: int) -> np.ndarray:
+        """A numeric column as a (slices, width) float array, NaN where missing or of another length."""
+        out = np.full((len(self.values), width), np.nan)
+        for k, value in enumerate(self.column(keyword)):
+            if value is not None and len(value) == width:
+                out[k] = value
+        return out
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.array("ImagePositionPatient", 3)
+
+    def first_missing(self, keywords: Sequence[str]) -> tuple[int, str] | None:
+        """(slice index, keyword) of the first value that is missing or empty."""
+        indices = [SLICE_KEYWORDS.index(keyword) for keyword in keywords]
+        for k, row in enumerate(self.values):
+            for index in indices:
+                if row[index] is None:
+                    return k, SLICE_KEYWORDS[index]
+        return None
+
+
 @dataclass
 class ImageSeries:
     """One image series, slices sorted along the slice normal."""
@@ -56,6 +104,11 @@ class ImageSeries:
     datasets: list[Dataset] = field(repr=False)  # headers, in slice order
     geometry: VolumeGeometry
     warnings: list[str] = field(default_factory=list)
+    keys: SliceKeys | None = field(default=None, repr=False)  # of ``datasets``; made from them when not given
+
+    def __post_init__(self):
+        if self.keys is None:
+            self.keys = SliceKeys.of(self.datasets)
 
     @property
     def series_instance_uid(self) -> str:
@@ -72,7 +125,11 @@ class ImageSeries:
 
     @property
     def sop_instance_uids(self) -> list[str]:
-        return [str(ds.SOPInstanceUID) for ds in self.datasets]
+        return self.keys.column("SOPInstanceUID")
+
+    @property
+    def sop_class_uids(self) -> list[str]:
+        return self.keys.column("SOPClassUID")
 
     def pixel_array(self, dtype=np.float32) -> np.ndarray:
         """Stored values with RescaleSlope/Intercept applied (HU for CT), indexed [slice, row, column]."""
@@ -91,52 +148,52 @@ class ImageSeries:
         return volume
 
 
-REFERENCE_UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
-
-
 def first_missing_reference_uid(series: ImageSeries) -> tuple[Path, str] | None:
     """(file, keyword) of the first UID a SEG/RTSTRUCT needs to reference this series but that is empty.
 
     Over-zealous anonymisation blanks these; such a series can be displayed but not referenced.
     """
-    for ds, path in zip(series.datasets, series.paths):
-        for keyword in REFERENCE_UID_KEYWORDS:
-            if not str(ds.get(keyword, "") or "").strip():
-                return path, keyword
-    return None
+    missing = series.keys.first_missing(REFERENCE_UID_KEYWORDS)
+    return None if missing is None else (series.paths[missing[0]], missing[1])
 
 
-def sort_along_normal(datasets: Sequence[Dataset], paths: Sequence[Path]) -> tuple[list[Dataset], list[Path], np.ndarray]:
-    """Sort slices by their position along the slice normal; returns the sorted positions along it too."""
-    orientation = np.asarray(datasets[0].ImageOrientationPatient, dtype=float)
+def normal_order(keys: SliceKeys) -> tuple[np.ndarray, np.ndarray]:
+    """Slice order by position along the slice normal (of the first slice), and the sorted positions along it."""
+    orientation = keys.array("ImageOrientationPatient", 6)[0]
     normal = np.cross(orientation[:3], orientation[3:])
-    distances = np.array([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))) for ds in datasets])
+    distances = keys.positions @ normal
     order = np.argsort(distances, kind="stable")
-    return [datasets[i] for i in order], [paths[i] for i in order], distances[order]
+    return order, distances[order]
 
 
-def geometry_from_slices(datasets: Sequence[Dataset], paths: Sequence[Path]) -> tuple[VolumeGeometry, list[str]]:
+def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset) -> tuple[VolumeGeometry, list[str]]:
     """Geometry of sorted single-frame slices, with warnings for gaps, non-uniform spacing and gantry tilt."""
     warnings: list[str] = []
-    first = datasets[0]
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
-        for ds, path in zip(datasets, paths):
-            require(ds, keyword, path)
-    orientation = np.asarray(first.ImageOrientationPatient, dtype=float)
-    for ds, path in zip(datasets[1:], paths[1:]):
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), orientation, atol=1e-4):
-            raise GeometryError("ImageOrientationPatient differs from the first slice", path, "ImageOrientationPatient")
-        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
-            raise GeometryError("Rows/Columns differ from the first slice", path)
-    positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=float) for ds in datasets])
-    if len(datasets) > 1:
+    missing = keys.first_missing(_GEOMETRY_KEYWORDS)
+    if missing is not None:
+        raise MissingTagError("required attribute is missing or empty", paths[missing[0]], missing[1])
+    orientations, positions = keys.array("ImageOrientationPatient", 6), keys.positions
+    for keyword, values, count in (("ImageOrientationPatient", orientations, 6), ("ImagePositionPatient", positions, 3)):
+        bad = np.isnan(values).any(axis=1)
+        if bad.any():
+            raise GeometryError(f"{keyword} does not have {count} numbers", paths[int(np.argmax(bad))], keyword)
+    orientation = orientations[0]
+    differs = ~np.all(np.isclose(orientations, orientation, rtol=1e-5, atol=1e-4), axis=1)
+    if differs.any():
+        raise GeometryError("ImageOrientationPatient differs from the first slice", paths[int(np.argmax(differs))],
+                            "ImageOrientationPatient")
+    sizes = np.array([keys.column("Rows"), keys.column("Columns")]).T
+    if np.any(sizes != sizes[0]):
+        raise GeometryError("Rows/Columns differ from the first slice", paths[int(np.argmax(np.any(sizes != sizes[0], axis=1)))])
+    rows, columns = (int(v) for v in sizes[0])
+    if len(positions) > 1:
         steps = np.diff(positions, axis=0)
         lengths = np.linalg.norm(steps, axis=1)
         if np.any(lengths < POSITION_TOLERANCE_MM):
             duplicate = paths[int(np.argmin(lengths)) + 1]
             raise GeometryError("two slices share one ImagePositionPatient (duplicate or multi-phase series)", duplicate)
         step = positions[-1] - positions[0]
-        step = step / (len(datasets) - 1)
+        step = step / (len(positions) - 1)
         if not np.allclose(lengths, lengths.mean(), atol=max(POSITION_TOLERANCE_MM, 1e-3 * lengths.mean())):
             warnings.append(
                 f"non-uniform slice spacing ({lengths.min():.3f} to {lengths.max():.3f} mm); the mean "
@@ -153,8 +210,11 @@ def geometry_from_slices(datasets: Sequence[Dataset], paths: Sequence[Path]) -> 
     else:
         thickness = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
         step = np.cross(orientation[:3], orientation[3:]) * thickness
-    affine = affine_from_dicom(positions[0], orientation, first.PixelSpacing, step)
-    return VolumeGeometry((len(datasets), int(first.Rows), int(first.Columns)), affine), warnings
+    spacing = keys.column("PixelSpacing")[0]
+    if len(spacing) != 2:
+        raise GeometryError(f"PixelSpacing has {len(spacing)} values, not 2", paths[0], "PixelSpacing")
+    affine = affine_from_dicom(positions[0], orientation, list(spacing), step)
+    return VolumeGeometry((len(positions), rows, columns), affine), warnings
 
 
 def read_image_series(source: str | Path | Iterable[str | Path], series_instance_uid: str | None = None) -> ImageSeries:
@@ -164,19 +224,21 @@ def read_image_series(source: str | Path | Iterable[str | Path], series_instance
     holds several series, the one named by ``series_instance_uid`` or else the largest is used, with a warning.
     """
     files = list_dicom_files(source)
-    by_series: dict[str, list[tuple[Dataset, Path]]] = defaultdict(list)
+    by_series: dict[str, list[tuple[Dataset, Path, list]]] = defaultdict(list)
+    modality_index, series_index = SLICE_KEYWORDS.index("Modality"), SLICE_KEYWORDS.index("SeriesInstanceUID")
     skipped = 0
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = dicom_headers.read_header(path)
+            values = dicom_headers.header_values(ds, SLICE_KEYWORDS)
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError):
             if len(files) == 1:
                 raise InvalidInputFileError("not a readable DICOM file", path) from None
             skipped += 1
             continue
-        if str(ds.get("Modality", "")) in NON_IMAGE_MODALITIES or "ImagePositionPatient" not in ds:
+        if (values[modality_index] or "") in NON_IMAGE_MODALITIES or "ImagePositionPatient" not in ds:
             continue
-        by_series[str(ds.get("SeriesInstanceUID", ""))].append((ds, path))
+        by_series[values[series_index] or ""].append((ds, path, values))
     if not by_series:
         raise WrongModalityError("no DICOM image slices (CT, MR, ...) with ImagePositionPatient found", source if isinstance(source, (str, Path)) else None)
     warnings: list[str] = []
@@ -191,11 +253,14 @@ def read_image_series(source: str | Path | Iterable[str | Path], series_instance
     if skipped:
         warnings.append(f"{skipped} non-DICOM file(s) ignored")
     members = by_series[chosen]
-    datasets = [m[0] for m in members]
+    keys = SliceKeys([m[2] for m in members])
+    missing = keys.first_missing(("ImagePositionPatient", "ImageOrientationPatient"))
+    if missing is not None:
+        raise MissingTagError("required attribute is missing or empty", members[missing[0]][1], missing[1])
+    order, _ = normal_order(keys)
+    members = [members[i] for i in order]
+    keys = SliceKeys([m[2] for m in members])
     paths = [m[1] for m in members]
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
-        for ds, path in members:
-            require(ds, keyword, path)
-    datasets, paths, _ = sort_along_normal(datasets, paths)
-    geometry, geometry_warnings = geometry_from_slices(datasets, paths)
-    return ImageSeries(paths=list(paths), datasets=list(datasets), geometry=geometry, warnings=warnings + geometry_warnings)
+    geometry, geometry_warnings = geometry_from_slices(keys, paths, members[0][0])
+    return ImageSeries(paths=paths, datasets=[m[0] for m in members], geometry=geometry,
+                       warnings=warnings + geometry_warnings, keys=keys)

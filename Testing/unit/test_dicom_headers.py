@@ -1,0 +1,212 @@
+"""The fast header reader gives exactly what pydicom.dcmread(stop_before_pixels=True) gives, on every DICOM file in
+the real data and pydicom's own test files, and covers the real data without falling back to pydicom."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from datapaths import shared_data_dir
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+
+from SegmentationQALib.core import dicom_headers, dicom_series
+
+
+def _dicom_files() -> list[Path]:
+    roots = [shared_data_dir(), Path(pydicom.__file__).parent / "data" / "test_files"]
+    files = []
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.stat().st_size > 132:
+                with open(path, "rb") as handle:
+                    handle.seek(128)
+                    if handle.read(4) == b"DICM" or root != roots[0]:
+                        files.append(path)
+    return files
+
+
+def _pydicom(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def _fast(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dicom_headers.read_header(path)
+
+
+def _covered(path) -> bool:
+    with open(path, "rb") as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dicom_headers._read(handle)
+            return True
+        except dicom_headers._NotCovered:
+            return False
+
+
+def assert_same_header(fast, slow):
+    assert type(fast) is type(slow)
+    assert fast.preamble == slow.preamble
+    assert fast.filename == slow.filename
+    assert fast.original_encoding == slow.original_encoding
+    assert fast.original_character_set == slow.original_character_set
+    assert fast.file_meta == slow.file_meta
+    assert fast.file_meta.original_encoding == slow.file_meta.original_encoding
+    assert fast == slow
+    # every element, nested ones too, with its VR, value and where it was read from
+    assert [(e.tag, e.VR, e.value, e.file_tell, e.is_undefined_length) for e in fast.iterall()] == \
+        [(e.tag, e.VR, e.value, e.file_tell, e.is_undefined_length) for e in slow.iterall()]
+    assert str(fast) == str(slow)
+
+
+FILES = _dicom_files()
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: "/".join(p.parts[-3:]))
+def test_same_as_pydicom_on_every_test_file(path):
+    try:
+        slow = _pydicom(path)
+    except Exception as exc:  # pydicom refuses it: so must we, with the same kind of error
+        with pytest.raises(type(exc)):
+            _fast(path)
+        return
+    assert_same_header(_fast(path), slow)
+
+
+def test_real_data_takes_the_fast_path(shared_data):
+    """Every DICOM file of the real data (implicit and explicit VR, JPEG 2000 CT, SEGs with undefined-length
+    sequences) is read by the fast path, not handed to pydicom."""
+    real = [p for p in FILES if shared_data in p.parents]
+    assert len(real) > 200
+    assert [p for p in real if not _covered(p)] == []
+
+
+def _write(tmp_path, name, dataset: Dataset, syntax, **file_meta) -> Path:
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.file_meta.TransferSyntaxUID = syntax
+    for keyword, value in file_meta.items():
+        setattr(dataset.file_meta, keyword, value)
+    path = tmp_path / name
+    dataset.save_as(path, implicit_vr=syntax == ImplicitVRLittleEndian,
+                    little_endian=syntax != ExplicitVRBigEndian, enforce_file_format=True)
+    return path
+
+
+def _slice(character_set="ISO_IR 192") -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = character_set
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.PatientName = "Müller^Jürgen" if character_set == "ISO_IR 192" else "Doe^Jane"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.ImagePositionPatient = ["-125.000000", " 7.5", "1e2"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.5, "0.75"]
+    ds.Rows, ds.Columns = 4, 4
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "T-D0050", "SRT", "Tissue"
+    nested = Dataset()
+    nested.ConceptNameCodeSequence = Sequence([code])
+    ds.AnatomicRegionSequence = Sequence([code, nested])
+    ds.add_new(0x00090010, "LO", "PRIVATE CREATOR")
+    ds.add_new(0x00091001, "OB", b"\x01\x02" * 20000)  # a 40 KB private element: more than the first read
+    ds.add_new(0x00091002, "DS", "3.25")
+    ds.PixelData = np.zeros((4, 4), dtype=np.uint16).tobytes()
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.add_new(0xFFFCFFFC, "OB", b"\x00" * 8)  # trailing padding after the pixel data
+    return ds
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+@pytest.mark.parametrize("undefined", [False, True], ids=["defined-length", "undefined-length"])
+def test_synthetic_little_endian(tmp_path, syntax, undefined):
+    ds = _slice()
+    if undefined:
+        ds["AnatomicRegionSequence"].is_undefined_length = True
+        for item in ds.AnatomicRegionSequence:
+            item.is_undefined_length_sequence_item = True
+        ds.AnatomicRegionSequence[1]["ConceptNameCodeSequence"].is_undefined_length = True
+    path = _write(tmp_path, "slice.dcm", ds, syntax)
+    assert _covered(path)
+    fast = _fast(path)
+    assert_same_header(fast, _pydicom(path))
+    assert fast.PatientName == "Müller^Jürgen"
+    assert "PixelData" not in fast and 0xFFFCFFFC not in fast
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian])
+def test_other_syntaxes_go_to_pydicom(tmp_path, syntax):
+    ds = _slice("ISO_IR 100")
+    del ds[0x00091001]
+    path = _write(tmp_path, "slice.dcm", ds, syntax)
+    assert not _covered(path)
+    assert_same_header(_fast(path), _pydicom(path))
+
+
+def test_truncated_file_behaves_as_pydicom(tmp_path):
+    path = _write(tmp_path, "slice.dcm", _slice(), ExplicitVRLittleEndian)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: data.index(b"PRIVATE CREATOR") + 200])  # inside the 40 KB private element
+    assert not _covered(cut)
+    assert_same_header(_fast(cut), _pydicom(cut))
+
+
+def test_not_dicom_is_refused_like_pydicom(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"not a DICOM file" * 20)
+    with pytest.raises(pydicom.errors.InvalidDicomError):
+        _pydicom(path)
+    with pytest.raises(pydicom.errors.InvalidDicomError):
+        _fast(path)
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if shared_data_dir() in p.parents],
+                         ids=lambda p: "/".join(p.parts[-3:]))
+def test_header_values_equal_pydicom_values(path):
+    fast, slow = _fast(path), _pydicom(path)
+    values = dicom_headers.header_values(fast, dicom_series.SLICE_KEYWORDS)
+    for keyword, value in zip(dicom_series.SLICE_KEYWORDS, values):
+        expected = slow.get(keyword)
+        if expected is None or expected == "":
+            assert value is None, keyword
+        elif isinstance(expected, (pydicom.multival.MultiValue, list)) and keyword in (
+                "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            assert value == tuple(float(v) for v in expected), keyword
+        elif isinstance(expected, float):
+            assert value == (float(expected),), keyword
+        else:
+            assert value == (expected[0] if isinstance(expected, pydicom.multival.MultiValue) else expected), keyword
+    if "ImagePositionPatient" in slow:
+        assert dicom_headers.ds_texts(fast, "ImagePositionPatient") == [str(v) for v in slow.ImagePositionPatient]
+        # converted elements give the same as raw ones
+        fast.ImagePositionPatient  # noqa: B018 (converts it)
+        assert dicom_headers.header_values(fast, dicom_series.SLICE_KEYWORDS) == values
+
+
+def test_header_values_of_synthetic_slice(tmp_path):
+    path = _write(tmp_path, "slice.dcm", _slice(), ImplicitVRLittleEndian)
+    fast = _fast(path)
+    position, orientation, spacing, rows, columns = dicom_headers.header_values(
+        fast, ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"])
+    assert position == (-125.0, 7.5, 100.0) and orientation == (1, 0, 0, 0, 1, 0) and spacing == (0.5, 0.75)
+    assert (rows, columns) == (4, 4)
+    assert dicom_headers.ds_texts(fast, "ImagePositionPatient") == ["-125.000000", "7.5", "1e2"]
+    assert dicom_headers.header_values(fast, ["SliceThickness", "Modality"]) == [None, "CT"]
