@@ -25,6 +25,7 @@ from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
+from .dicom_headers import ds_texts
 from .dicom_series import ImageSeries
 from .seg_census import SegmentationCensus
 from .segmentation import SLAB_SLICES, LayeredSegmentation
@@ -131,6 +132,13 @@ def _uid_element(tag: int, uid: str) -> bytes:
     return _tag_bytes(tag) + b"UI" + len(value).to_bytes(2, "little") + value
 
 
+def _text_element(tag: int, vr: bytes, text: str) -> bytes:
+    """A short-VR text element (DS, CS, ...), padded with a space to even length as pydicom does."""
+    value = text.encode("ascii")
+    value += b" " * (len(value) % 2)
+    return _tag_bytes(tag) + vr + len(value).to_bytes(2, "little") + value
+
+
 def _item(elements: list[tuple[int, bytes]]) -> bytes:
     body = b"".join(encoded for _, encoded in sorted(elements, key=lambda pair: pair[0]))
     return ITEM_TAG + len(body).to_bytes(4, "little") + body
@@ -153,15 +161,59 @@ def derivation_elements(template_item: Dataset, reference: ImageSeries, planes) 
     source_constant = _constant_elements(source, uid_keywords)
     derivation_constant = _constant_elements(derivation, ("SourceImageSequence",))
     class_tag, instance_tag = (int(Tag(keyword)) for keyword in uid_keywords)
+    classes, instances = reference.sop_class_uids, reference.sop_instance_uids
     result = {}
     for k in planes:
-        ds = reference.datasets[k]
-        source_item = _item(source_constant + [(class_tag, _uid_element(class_tag, ds.SOPClassUID)),
-                                               (instance_tag, _uid_element(instance_tag, ds.SOPInstanceUID))])
+        source_item = _item(source_constant + [(class_tag, _uid_element(class_tag, classes[k])),
+                                               (instance_tag, _uid_element(instance_tag, instances[k]))])
         source_sequence = _sequence_element(int(Tag("SourceImageSequence")), [source_item])
         item = _item(derivation_constant + [(int(Tag("SourceImageSequence")), source_sequence)])
         result[k] = _sequence_element(int(Tag("DerivationImageSequence")), [item])
     return result
+
+
+def plane_position_elements(template_item: Dataset, reference: ImageSeries, planes) -> dict[int, bytes]:
+    """Per plane, the encoded PlanePositionSequence: the template's, with the plane's ImagePositionPatient
+    written as the source image states it (highdicom keeps a source's DS strings; so does pydicom)."""
+    item = template_item.PlanePositionSequence[0]
+    constant = _constant_elements(item, ("ImagePositionPatient",))
+    position_tag, sequence_tag = int(POSITION_POINTER), int(Tag("PlanePositionSequence"))
+    return {k: _sequence_element(sequence_tag, [_item(constant + [(position_tag, _text_element(
+        position_tag, b"DS", "\\".join(ds_texts(reference.datasets[k], "ImagePositionPatient"))))])])
+        for k in planes}
+
+
+def reference_sequences(template: Dataset, reference: ImageSeries) -> dict[int, bytes]:
+    """ReferencedSeriesSequence (and SourceImageSequence, if the template has one) for every source image,
+    encoded from the template's one-image items, by tag; the template's own are removed.
+
+    highdicom makes a pydicom item per source image for each and pydicom encodes them one by one: a third of a
+    117-segment LABELMAP export once the frames were streamed.
+    """
+    spliced = {}
+    series_tag, instances_tag = int(Tag("ReferencedSeriesSequence")), int(Tag("ReferencedInstanceSequence"))
+    (series_item,) = template.ReferencedSeriesSequence  # the template's one source image: one series
+    if str(series_item.SeriesInstanceUID) != reference.series_instance_uid:
+        raise ValueError("the template does not reference the reference series")
+    instances = _sequence_element(instances_tag, _reference_items(series_item.ReferencedInstanceSequence[0], reference))
+    series_items = [_item(_constant_elements(series_item, ("ReferencedInstanceSequence",)) + [(instances_tag, instances)])]
+    spliced[series_tag] = _sequence_element(series_tag, series_items)
+    del template.ReferencedSeriesSequence
+    if "SourceImageSequence" in template:
+        source_tag = int(Tag("SourceImageSequence"))
+        spliced[source_tag] = _sequence_element(source_tag, _reference_items(template.SourceImageSequence[0], reference))
+        del template.SourceImageSequence
+    return spliced
+
+
+def _reference_items(template_item: Dataset, reference: ImageSeries) -> list[bytes]:
+    """The template's reference item once per source image, with that image's SOP class and instance UIDs."""
+    uid_keywords = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID")
+    constant = _constant_elements(template_item, uid_keywords)
+    class_tag, instance_tag = (int(Tag(keyword)) for keyword in uid_keywords)
+    return [_item(constant + [(class_tag, _uid_element(class_tag, sop_class)),
+                              (instance_tag, _uid_element(instance_tag, sop_instance))])
+            for sop_class, sop_instance in zip(reference.sop_class_uids, reference.sop_instance_uids)]
 
 
 def per_frame_sequence(template_item: Dataset, kinds: list[str], reference: ImageSeries,
@@ -170,13 +222,8 @@ def per_frame_sequence(template_item: Dataset, kinds: list[str], reference: Imag
     assembled from the template item's elements, encoded once per plane or segment."""
     pieces: dict[str, dict[int, bytes]] = {
         "DerivationImageSequence": derivation_elements(template_item, reference, plane_index),
-        "PlanePositionSequence": {},
+        "PlanePositionSequence": plane_position_elements(template_item, reference, plane_index),
     }
-    for k in plane_index:
-        plane = Dataset()
-        plane.ImagePositionPatient = list(reference.datasets[k].ImagePositionPatient)
-        pieces["PlanePositionSequence"][k] = _encode(_sequence("PlanePositionSequence", [plane]),
-                                                     "PlanePositionSequence")
     content = copy.deepcopy(template_item.FrameContentSequence[0])
     placeholders = [0x7FFFFFF1 + n for n in range(len(kinds))]
     content.DimensionIndexValues = placeholders if len(placeholders) > 1 else placeholders[0]
@@ -286,7 +333,7 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     if kinds is None or "plane" not in kinds or (binary != ("segment" in kinds)):
         return None
     template_item = template.PerFrameFunctionalGroupsSequence[0]
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in reference.datasets])
+    positions = reference.keys.positions
     rank = plane_rank(positions, reference)
     slices_per_segment = [slices[np.argsort(rank[slices], kind="stable")] for slices in census.slices(layered)]
     used = sorted({int(k) for slices in slices_per_segment for k in slices}, key=lambda k: rank[k])
@@ -305,12 +352,7 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     template.NumberOfFrames = len(frames)
     _volume_attributes(template, reference, positions, used, binary and len(slices_per_segment) > 1)
     template.SegmentsOverlap = "YES" if overlapping else "NO"
-    instance_template = template.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
-    template.ReferencedSeriesSequence[0].ReferencedInstanceSequence = Sequence(
-        [_reference_item(instance_template, ds) for ds in reference.datasets])
-    if "SourceImageSequence" in template:
-        source_template = template.SourceImageSequence[0]
-        template.SourceImageSequence = Sequence([_reference_item(source_template, ds) for ds in reference.datasets])
+    spliced = reference_sequences(template, reference)
     rows, columns = layered.geometry.shape[1:]
     if binary:
         pixel_bytes = (len(frames) * rows * columns + 7) // 8
@@ -325,7 +367,7 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     pixel_head = b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + padded.to_bytes(4, "little")
     tail = StreamTail([head, sequence_bytes, pixel_head, chunks, b"\x00" * (padded - pixel_bytes)],
                       len(head) + len(sequence_bytes) + len(pixel_head) + padded)
-    spliced = {int(SEGMENT_SEQUENCE_TAG): encode_segment_sequence(template)}
+    spliced[int(SEGMENT_SEQUENCE_TAG)] = encode_segment_sequence(template)
     del template[SEGMENT_SEQUENCE_TAG]
     return template, tail, spliced
 
@@ -334,7 +376,7 @@ def plane_rank(positions: np.ndarray, reference: ImageSeries) -> np.ndarray:
     """Rank of each reference plane in highdicom's frame order (along its normal, VOLUME_INDEX_CONVENTION)."""
     from highdicom.spatial import VOLUME_INDEX_CONVENTION, get_plane_sort_index
 
-    orientation = [float(v) for v in reference.datasets[0].ImageOrientationPatient]
+    orientation = reference.keys.array("ImageOrientationPatient", 6)[0].tolist()
     order = np.asarray(get_plane_sort_index(positions, orientation, index_convention=VOLUME_INDEX_CONVENTION))
     rank = np.empty(len(positions), dtype=np.int64)
     rank[order] = np.arange(len(order))
@@ -382,14 +424,3 @@ def iterate_tail(tail: StreamTail) -> Iterator:
                 yield part
         else:
             yield from part
-
-
-def _reference_item(template_item: Dataset, source: Dataset) -> Dataset:
-    """The template's reference item for ``source``: its other elements are shared, not copied (never modified)."""
-    item = Dataset()
-    for element in template_item:
-        if element.keyword not in ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID"):
-            item.add(element)
-    item.ReferencedSOPClassUID = source.SOPClassUID
-    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    return item
