@@ -68,10 +68,11 @@ def test_binary_fast_writer_equals_highdicom(ct3, tmp_path, compression):
     assert ds.file_meta.TransferSyntaxUID == compression.transfer_syntax_uid and ds.SegmentsOverlap == "YES"
 
 
-@pytest.mark.parametrize("values", ["consecutive", "gaps", "two_layers", "uint16"])
+@pytest.mark.parametrize("values", ["consecutive", "gaps", "stray", "two_layers", "uint16"])
 def test_labelmap_fast_writer_equals_highdicom(ct3, tmp_path, values):
-    """Stored values equal to the segment numbers (written without a copy), values with gaps, non-overlapping
-    segments on two layers, and more than 255 segments (16-bit frames); one slice empty (frame omitted)."""
+    """Stored values equal to the segment numbers (written without a copy), values with gaps, values no segment
+    has (written as background; a slice with only those is empty), non-overlapping segments on two layers, and
+    more than 255 segments (16-bit frames); one slice empty (frame omitted)."""
     shape = ct3.geometry.shape
     labels = np.zeros(shape, np.uint8)
     labels[0, 10:200, 10:200] = 1
@@ -82,6 +83,9 @@ def test_labelmap_fast_writer_equals_highdicom(ct3, tmp_path, values):
     if values == "gaps":
         labels[labels == 3] = 9
         segments[2] = Segment("s9", 0, 9, (0.1, 0.9, 0.3))
+    elif values == "stray":
+        labels[0, 0:5, 0:5] = 200
+        labels[1, 40:60, 40:60] = 200
     elif values == "two_layers":
         second = np.zeros(shape, np.uint8)
         second[2, 10:50, 300:350] = 1
@@ -159,7 +163,9 @@ def test_census_counts_slices_rows_and_overlap():
     rng = np.random.default_rng(4)
     layer = rng.integers(0, 7, (5, 16, 24)).astype(np.uint8)
     layer[:, :, :12] = np.repeat(rng.integers(0, 7, (5, 16, 1)), 12, axis=2)  # long runs too
+    layer[2, 3, 5] = 9  # a value beyond those counted still sets the largest value
     census = layer_census(layer, 7)
+    assert census.max_value == 9
     assert np.array_equal(census.counts[1:], label_counts(layer)[1:7])
     for value in range(1, 7):
         assert np.array_equal(census.on_slice[:, value], (layer == value).any(axis=(1, 2)))

@@ -22,6 +22,7 @@ class LayerCensus:
     counts: np.ndarray  # (values,) voxels per label value
     on_slice: np.ndarray  # (slices, values) bool: the value occurs on the slice
     on_row: np.ndarray  # (values, rows) bool: the value occurs on the row of some slice
+    max_value: int  # the largest value in the layer, counted or not (sizes lookup tables without another pass)
 
 
 def _slab_census(slab: np.ndarray, values: int):
@@ -34,13 +35,14 @@ def _slab_census(slab: np.ndarray, values: int):
     starts = np.concatenate(([0], starts))
     lengths = np.diff(np.append(starts, flat.size))
     labels = flat[starts]
+    top = int(labels.max()) if labels.size else 0
     keep = (labels > 0) & (labels < values)
     starts, lengths, labels = starts[keep], lengths[keep], labels[keep].astype(np.intp)
     row = starts // columns
     counts = np.bincount(labels, weights=lengths, minlength=values).astype(np.int64)
     on_slice = np.bincount((row // rows) * values + labels, minlength=slices * values).reshape(slices, values) > 0
     on_row = np.bincount(labels * rows + row % rows, minlength=values * rows).reshape(values, rows) > 0
-    return counts, on_slice, on_row
+    return counts, on_slice, on_row, top
 
 
 def layer_census(layer: np.ndarray, values: int, workers: int = 2) -> LayerCensus:
@@ -49,14 +51,16 @@ def layer_census(layer: np.ndarray, values: int, workers: int = 2) -> LayerCensu
     counts = np.zeros(values, dtype=np.int64)
     on_slice = np.zeros((slices, values), dtype=bool)
     on_row = np.zeros((values, rows), dtype=bool)
+    top = 0
     starts = list(range(0, slices, SLAB_SLICES))
     with ThreadPoolExecutor(max(1, workers)) as pool:  # numpy's comparisons and copies release the GIL
         results = pool.map(lambda k: _slab_census(layer[k:k + SLAB_SLICES], values), starts)
-        for k, (slab_counts, slab_slices, slab_rows) in zip(starts, results):
+        for k, (slab_counts, slab_slices, slab_rows, slab_top) in zip(starts, results):
             counts += slab_counts
             on_slice[k:k + slab_slices.shape[0]] = slab_slices
             on_row |= slab_rows
-    return LayerCensus(counts, on_slice, on_row)
+            top = max(top, slab_top)
+    return LayerCensus(counts, on_slice, on_row, top)
 
 
 @dataclass

@@ -266,9 +266,15 @@ def per_frame_sequence(template_item: Dataset, kinds: list[str], reference: Imag
     return b"".join(parts)
 
 
-def labelmap_chunks(layered: LayeredSegmentation, slices: list[int], dtype) -> Iterator[memoryview]:
-    """LABELMAP frames (segment numbers per pixel) of ``slices`` in that order, a slab at a time."""
-    tables = layered.segment_number_tables(dtype)
+def labelmap_chunks(layered: LayeredSegmentation, slices: list[int], dtype,
+                    maxima: list[int] | None = None) -> Iterator[memoryview]:
+    """LABELMAP frames (segment numbers per pixel) of ``slices`` in that order, a slab at a time (``maxima``: each
+    layer's largest value, from the census)."""
+    tables = layered.segment_number_tables(dtype, maxima)
+    if tables[0] is None and layered.layers[0].flags.c_contiguous:  # stored as segment numbers: the slices as
+        for k in slices:  # they lie, in any order, without a copy (a descending slab view would need one)
+            yield memoryview(layered.layers[0][k]).cast("B")
+        return
     for start in range(0, len(slices), SLAB_SLICES):
         chunk = slices[start:start + SLAB_SLICES]
         first, last = chunk[0], chunk[-1]
@@ -360,7 +366,7 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
     else:
         dtype = np.uint16 if int(template.BitsAllocated) == 16 else np.uint8
         pixel_bytes = len(frames) * rows * columns * np.dtype(dtype).itemsize
-        chunks = labelmap_chunks(layered, used, dtype)
+        chunks = labelmap_chunks(layered, used, dtype, [layer.max_value for layer in census.layers])
     vr = b"OW" if int(template.BitsAllocated) > 8 else b"OB"
     padded = pixel_bytes + pixel_bytes % 2
     head = (b"\x00\x52\x30\x92SQ\x00\x00" + len(sequence_bytes).to_bytes(4, "little"))

@@ -78,17 +78,21 @@ def deflate_backend() -> DeflateBackend:
     return BACKEND
 
 
-def _deflate_block(block: BytesLike, level: int) -> bytes:
+def _deflate_block(block: BytesLike | list[BytesLike], level: int) -> bytes:
+    """One independent block of the stream: ``block`` (a buffer, or buffers in order) deflated and sync-flushed."""
     compressor = deflate_backend().compressobj(level)
-    return compressor.compress(block) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    pieces = block if isinstance(block, list) else [block]
+    out = [compressor.compress(piece) for piece in pieces]
+    out.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+    return b"".join(out)
 
 
 class ParallelDeflateWriter:
     """File-like sink that raw-deflates what is written, in blocks compressed on ``workers`` threads.
 
     zlib and ISA-L release the GIL while compressing, so threads scale. Output order is input order; at most
-    ``2 * workers`` blocks are in flight, which bounds memory. Written buffers must not change afterwards
-    (large ones are compressed in place, without a copy).
+    ``2 * workers`` blocks are in flight, which bounds memory. Written buffers are compressed where they lie, never
+    copied (a block is a list of them), so they must not change afterwards.
     """
 
     def __init__(self, handle: BinaryIO, level: int = DEFAULT_DEFLATE_LEVEL, workers: int | None = None,
@@ -99,32 +103,31 @@ class ParallelDeflateWriter:
         self._block_bytes = block_bytes
         self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
         self._pending: deque[Future | bytes] = deque()
-        self._small = bytearray()
+        self._gathered: list[memoryview] = []  # the next block's buffers
+        self._gathered_bytes = 0
         self.bytes_in = 0
         self.bytes_out = 0
 
     def write(self, data: BytesLike) -> None:
         view = memoryview(data).cast("B")
         self.bytes_in += len(view)
-        if len(view) < self._block_bytes // 4:  # small pieces (headers, items) are gathered into one block
-            self._small += view
-            if len(self._small) >= self._block_bytes:
-                self._submit(bytes(self._small))
-                self._small = bytearray()
-            return
-        if self._small:  # a large buffer: what was gathered goes first, as its own block
-            self._submit(bytes(self._small))
-            self._small = bytearray()
-        while len(view):  # compressed where it lies, without a copy
-            self._submit(view[: self._block_bytes])
-            view = view[self._block_bytes:]
+        while len(view):  # blocks of block_bytes, made of (pieces of) the written buffers
+            piece = view[: self._block_bytes - self._gathered_bytes]
+            view = view[len(piece):]
+            self._gathered.append(piece)
+            self._gathered_bytes += len(piece)
+            if self._gathered_bytes >= self._block_bytes:
+                self._submit_gathered()
+
+    def _submit_gathered(self) -> None:
+        if self._gathered:
+            self._submit(self._gathered)
+            self._gathered, self._gathered_bytes = [], 0
 
     def close(self, pad: bool = True) -> None:
         """Compress what is left and end the stream; ``pad`` to an even length (PS3.5 A.5) when this writer
         holds the whole stream."""
-        if self._small:
-            self._submit(bytes(self._small))
-            self._small = bytearray()
+        self._submit_gathered()
         while self._pending:
             self._emit(self._pending.popleft())
         self._emit(FINAL_BLOCK)
@@ -139,7 +142,7 @@ class ParallelDeflateWriter:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def _submit(self, block: BytesLike) -> None:
+    def _submit(self, block: BytesLike | list[BytesLike]) -> None:
         if self._pool is None:
             self._emit(_deflate_block(block, self._level))
             return

@@ -166,16 +166,18 @@ class LayeredSegmentation:
                 return True
         return False
 
-    def segment_number_tables(self, dtype) -> list[np.ndarray | None]:
+    def segment_number_tables(self, dtype, maxima: Sequence[int] | None = None) -> list[np.ndarray | None]:
         """Per layer, the table from stored label values to segment numbers (1..N in segment order, 0 for values
-        no segment has); None for a lone layer already stored that way, which needs no mapping (nor a copy)."""
+        no segment has); None for a lone layer already stored that way, which needs no mapping (nor a copy).
+        ``maxima``: each layer's largest value when already known (a census), which saves a pass over it."""
         tables: list[np.ndarray | None] = []
         for index, layer in enumerate(self.layers):
             members = [(n, s.label_value) for n, s in enumerate(self.segments, start=1) if s.layer == index]
             if not members:
                 tables.append(np.zeros(1, dtype=dtype))
                 continue
-            top = max(int(layer.max()) if layer.size else 0, max(v for _, v in members))
+            largest = maxima[index] if maxima is not None else (int(layer.max()) if layer.size else 0)
+            top = max(largest, max(v for _, v in members))
             table = np.zeros(top + 1, dtype=dtype)
             for number, value in members:
                 table[value] = number
