@@ -89,10 +89,14 @@ def test_same_as_pydicom_on_every_test_file(path):
 
 def test_real_data_takes_the_fast_path(shared_data):
     """Every DICOM file of the real data (implicit and explicit VR, JPEG 2000 CT, SEGs with undefined-length
-    sequences) is read by the fast path, not handed to pydicom."""
+    sequences) is read by the fast path, not handed to pydicom; every CT slice's key values by read_values."""
     real = [p for p in FILES if shared_data in p.parents]
     assert len(real) > 200
     assert [p for p in real if not _covered(p)] == []
+    # and every CT slice's key values are read without building a dataset
+    slices = [p for p in real if _pydicom(p).get("Modality") == "CT"]
+    assert len(slices) > 180
+    assert [p for p in slices if dicom_headers.read_values(p, dicom_series.SLICE_KEYWORDS) is None] == []
 
 
 def _write(tmp_path, name, dataset: Dataset, syntax, **file_meta) -> Path:
@@ -195,10 +199,21 @@ def test_header_values_equal_pydicom_values(path):
         else:
             assert value == (expected[0] if isinstance(expected, pydicom.multival.MultiValue) else expected), keyword
     if "ImagePositionPatient" in slow:
-        assert dicom_headers.ds_texts(fast, "ImagePositionPatient") == [str(v) for v in slow.ImagePositionPatient]
-        # converted elements give the same as raw ones
+        position = values[dicom_series.SLICE_KEYWORDS.index("ImagePositionPatient")]
+        assert list(position.texts) == [str(v) for v in slow.ImagePositionPatient]
+        # converted elements give the same as raw ones, texts too
         fast.ImagePositionPatient  # noqa: B018 (converts it)
-        assert dicom_headers.header_values(fast, dicom_series.SLICE_KEYWORDS) == values
+        again = dicom_headers.header_values(fast, dicom_series.SLICE_KEYWORDS)
+        assert again == values
+        assert again[dicom_series.SLICE_KEYWORDS.index("ImagePositionPatient")].texts == position.texts
+    # read straight from the file, without a dataset: the same values, and which keywords the header holds
+    found = dicom_headers.read_values(path, dicom_series.SLICE_KEYWORDS)
+    if found is not None:
+        direct, present = found
+        assert direct == values
+        assert present == {keyword for keyword in dicom_series.SLICE_KEYWORDS if keyword in slow}
+        if "ImagePositionPatient" in slow and slow.ImagePositionPatient:
+            assert direct[0].texts == values[0].texts
 
 
 def test_header_values_of_synthetic_slice(tmp_path):
@@ -208,5 +223,40 @@ def test_header_values_of_synthetic_slice(tmp_path):
         fast, ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"])
     assert position == (-125.0, 7.5, 100.0) and orientation == (1, 0, 0, 0, 1, 0) and spacing == (0.5, 0.75)
     assert (rows, columns) == (4, 4)
-    assert dicom_headers.ds_texts(fast, "ImagePositionPatient") == ["-125.000000", "7.5", "1e2"]
+    assert position.texts == ("-125.000000", "7.5", "1e2")
     assert dicom_headers.header_values(fast, ["SliceThickness", "Modality"]) == [None, "CT"]
+    direct, present = dicom_headers.read_values(path, ["ImagePositionPatient", "Rows", "SliceThickness"])
+    assert direct == [position, 4, None] and direct[0].texts == position.texts and present == {"ImagePositionPatient", "Rows"}
+
+
+def test_read_values_leaves_unusual_files_to_the_full_reader(tmp_path):
+    """An undefined-length sequence before the last wanted value, a VR other than the dictionary's, or a value
+    that is not a number: None (the caller then reads the whole header with pydicom's rules)."""
+    keywords = ["SOPInstanceUID", "ImagePositionPatient", "PixelSpacing"]
+    ds = _slice()
+    ds.ReferencedImageSequence = Sequence([Dataset()])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    assert dicom_headers.read_values(_write(tmp_path, "a.dcm", ds, ExplicitVRLittleEndian), keywords) is None
+    assert dicom_headers.read_values(_write(tmp_path, "b.dcm", _slice(), ExplicitVRLittleEndian), keywords) is not None
+    odd = _slice()
+    del odd.ImagePositionPatient
+    odd.add_new(0x00200032, "LO", "-125.0\\7.5\\1e2")  # the dictionary says DS
+    assert dicom_headers.read_values(_write(tmp_path, "c.dcm", odd, ExplicitVRLittleEndian), keywords) is None
+    path = _write(tmp_path, "d.dcm", _slice(), ImplicitVRLittleEndian)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"0.5\\0.75", b"0.5\\abcd"))  # PixelSpacing no longer numbers
+    assert dicom_headers.read_values(path, keywords) is None
+    assert dicom_headers.read_values(tmp_path / "d.dcm", ["SOPInstanceUID"]) is not None  # stops before it
+
+
+def test_series_reads_whole_headers_only_when_asked(tmp_path):
+    for k in range(4):
+        ds = _slice()
+        ds.SeriesInstanceUID = "1.2.3.4"
+        ds.ImagePositionPatient = [0, 0, k * 2.5]
+        _write(tmp_path, f"{k}.dcm", ds, ExplicitVRLittleEndian)
+    series = dicom_series.read_image_series(tmp_path)
+    assert isinstance(series.datasets, dicom_series.LazyHeaders)
+    assert series.datasets._loaded[0] is not None and all(d is None for d in series.datasets._loaded[1:])
+    assert [float(ds.ImagePositionPatient[2]) for ds in series.datasets] == [0, 2.5, 5, 7.5]
+    assert_same_header(series.datasets[2], _pydicom(series.paths[2]))

@@ -75,13 +75,12 @@ class _Buffer:
         return end <= len(self.data)
 
 
-def _read(handle) -> FileDataset:
-    buffer = _Buffer(handle)
+def _dataset_start(buffer: _Buffer) -> tuple[dict, int, bool]:
+    """The file meta's raw elements, where the data set starts, and whether it is implicit VR; _NotCovered for
+    anything but a little-endian, non-deflated, registered transfer syntax that the data set really uses."""
     if buffer.data[128:132] != b"DICM":
         raise _NotCovered
     meta_elements, position, _ = _walk(buffer, 132, implicit=False, meta=True)
-    file_meta = FileMetaDataset(meta_elements)
-    file_meta.set_original_encoding(False, True, default_encoding)
     syntax = meta_elements.get(0x00020010)
     if syntax is None or not syntax.value:
         raise _NotCovered
@@ -94,6 +93,14 @@ def _read(handle) -> FileDataset:
         raw_vr = buffer.data[position + 4:position + 6]
         if (not (0x40 < raw_vr[0] < 0x5B and 0x40 < raw_vr[1] < 0x5B)) != implicit:
             raise _NotCovered  # pydicom's VR-switch heuristic would apply
+    return meta_elements, position, implicit
+
+
+def _read(handle) -> FileDataset:
+    buffer = _Buffer(handle)
+    meta_elements, position, implicit = _dataset_start(buffer)
+    file_meta = FileMetaDataset(meta_elements)
+    file_meta.set_original_encoding(False, True, default_encoding)
     elements, _, encoding = _walk(buffer, position, implicit=implicit, meta=False)
     if elements and next(iter(elements)) < 0x00080000:
         raise _NotCovered  # a command set or stray group 0002/0004 elements
@@ -102,11 +109,17 @@ def _read(handle) -> FileDataset:
     return result
 
 
-def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool) -> tuple[dict, int, str | list[str]]:
+def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool,
+          wanted: dict[int, int] | None = None) -> tuple[dict, int, str | list[str]]:
     """Raw elements from ``position`` until the file meta ends (``meta``), pixel data, or the end of the file;
-    also where it stopped and the character set the elements are encoded in."""
+    also where it stopped and the character set the elements are encoded in.
+
+    With ``wanted`` (tag: key), only those elements are kept, as (VR, raw value) by key, and the walk stops after
+    the largest wanted tag; an undefined length before it is _NotCovered.
+    """
     elements: dict = {}
     encoding = default_encoding
+    last = max(wanted) if wanted else None
     data = buffer.data
     while True:
         if position + 12 > len(data):  # 12: the longest element header
@@ -118,7 +131,7 @@ def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool) -> tuple[d
                 raise _NotCovered  # a truncated element header
         group, number = _TAG(data, position)
         tag = group << 16 | number
-        if (group != 2) if meta else (tag in PIXEL_TAGS):
+        if (group != 2) if meta else (tag in PIXEL_TAGS or (last is not None and tag > last)):
             return elements, position, encoding
         if implicit:
             length = _LONG(data, position + 4)[0]
@@ -136,8 +149,10 @@ def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool) -> tuple[d
                 start = position + 12
         if tag == 0xFFFEE00D or (group == 2 and not meta):
             raise _NotCovered
-        code, tag = tag, BaseTag(tag)  # comparisons on the plain int: BaseTag's are Python-level
         if length == UNDEFINED:
+            if wanted is not None:
+                raise _NotCovered
+            tag = BaseTag(tag)
             if vr is None:
                 try:
                     vr = dictionary_VR(tag)
@@ -153,11 +168,18 @@ def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool) -> tuple[d
             elements[tag] = DataElement(tag, vr, sequence, start, is_undefined_length=True)
             position = stream.tell()
             continue
+        code = tag
         position = start + length
         if position > len(data):
             if not buffer.ensure(position):
                 raise _NotCovered  # truncated value
             data = buffer.data
+        if wanted is not None:
+            key = wanted.get(code)
+            if key is not None:
+                elements[key] = (vr, data[start:position])
+            continue
+        tag = BaseTag(code)  # comparisons stay on the plain int: BaseTag's are Python-level
         value = data[start:position] if length else empty_value_for_VR(vr, raw=True)
         if code == _SPECIFIC_CHARACTER_SET:
             encoding = convert_encodings(convert_string(value or b"", True))  # as pydicom's reader does
@@ -165,15 +187,21 @@ def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool) -> tuple[d
 
 
 # ------------------------------------------------------------------------------------------------ values
-def header_values(dataset: Dataset, keywords: Sequence[str]) -> list:
-    """Values of ``keywords`` in ``dataset``, None where absent or empty: UI/CS/LO/SH as str (first value),
-    DS as a tuple of floats, US as int. Raw little-endian elements are parsed directly (tested equal to pydicom's
-    conversion on every file in the test data); converted or unusual ones come from pydicom."""
-    return [_value(dataset, keyword) for keyword in keywords]
+class Numbers(tuple):
+    """A DS value as floats, keeping the strings the file holds (``texts``): positions copied into a derived
+    object are written exactly as the source states them, as pydicom writes back what it read."""
+
+    texts: tuple[str, ...]
+
+    def __new__(cls, values, texts):
+        numbers = super().__new__(cls, values)
+        numbers.texts = tuple(texts)
+        return numbers
 
 
+_UNPARSED = object()
 _TAGS: dict[str, tuple[BaseTag, str]] = {}
-_STRING_VRS = frozenset({"UI", "CS", "LO", "SH"})
+_ASCII_VRS = frozenset({"UI", "CS"})  # no character set applies to these
 
 
 def _tag(keyword: str) -> tuple[BaseTag, str]:
@@ -185,6 +213,33 @@ def _tag(keyword: str) -> tuple[BaseTag, str]:
     return entry
 
 
+def _parse(expected: str, raw: bytes):
+    """A raw little-endian value of VR ``expected``: first string of UI/CS, Numbers for DS, int for US; None when
+    empty; _UNPARSED for other VRs and anything pydicom should judge (an invalid number, a wrong length)."""
+    if expected in _ASCII_VRS:
+        return raw.decode(default_encoding, errors="replace").split("\\")[0].strip(" \x00") or None
+    if expected == "DS":
+        text = raw.decode(default_encoding, errors="replace").strip(" \x00")
+        if not text:
+            return None
+        texts = [part.strip(" ") for part in text.split("\\")]
+        try:
+            return Numbers([float(part) for part in texts], texts)
+        except ValueError:
+            return _UNPARSED
+    if expected == "US" and len(raw) == 2:
+        return int.from_bytes(raw, "little")
+    return None if not raw else _UNPARSED
+
+
+def header_values(dataset: Dataset, keywords: Sequence[str]) -> list:
+    """Values of ``keywords`` in ``dataset``, None where absent or empty: UI/CS as str (first value), DS as
+    Numbers, US as int, others as pydicom's value (str of the first value for strings). Raw little-endian elements
+    are parsed directly (tested equal to pydicom's conversion on every file in the test data); converted or
+    unusual ones come from pydicom."""
+    return [_value(dataset, keyword) for keyword in keywords]
+
+
 def _value(dataset: Dataset, keyword: str):
     tag, expected = _tag(keyword)
     element = dataset.get_item(tag)
@@ -192,26 +247,15 @@ def _value(dataset: Dataset, keyword: str):
         return None
     if isinstance(element, RawDataElement) and element.is_little_endian and element.VR in (None, expected) \
             and element.value is not None:
-        raw = element.value
-        if expected in _STRING_VRS:
-            text = raw.decode(default_encoding, errors="replace").split("\\")[0].strip(" \x00")
-            return text or None
-        if expected == "DS":
-            parts = raw.decode(default_encoding, errors="replace").strip(" \x00")
-            if not parts:
-                return None
-            try:
-                return tuple(float(part) for part in parts.split("\\"))
-            except ValueError:
-                pass  # pydicom decides what an invalid DS is
-        elif expected == "US" and len(raw) == 2:
-            return int.from_bytes(raw, "little")
+        value = _parse(expected, element.value)
+        if value is not _UNPARSED:
+            return value
     value = dataset[tag].value
     if value is None or value == "":
         return None
     if expected == "DS":
-        return tuple(float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
-                                        else [value]))
+        values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        return Numbers([float(v) for v in values], [str(v) for v in values])
     if expected == "US":
         return int(value)
     if isinstance(value, pydicom.multival.MultiValue):
@@ -219,16 +263,26 @@ def _value(dataset: Dataset, keyword: str):
     return str(value) or None
 
 
-def ds_texts(dataset: Dataset, keyword: str) -> list[str]:
-    """A DS element's values as the strings the file holds (as pydicom writes them back): for copying positions
-    into a derived object exactly, without a float round trip."""
-    tag, _ = _tag(keyword)
-    element = dataset.get_item(tag)
-    if isinstance(element, RawDataElement) and element.is_little_endian and element.VR in (None, "DS") \
-            and element.value:
-        texts = element.value.decode(default_encoding, errors="replace").rstrip(" \x00").split("\\")
-        texts = [text.strip(" ") for text in texts]
-        if all(texts):
-            return texts
-    value = dataset[tag].value
-    return [str(v) for v in (value if isinstance(value, pydicom.multival.MultiValue) else [value])]
+def read_values(path: str | Path, keywords: Sequence[str]) -> tuple[list, set[str]] | None:
+    """``header_values`` of the file's header, and which keywords it holds (empty or not), read straight from the
+    file without building a dataset: for the slices of a series, of which only these values are needed. None when
+    the file needs the full reader (pydicom's rules: see read_header), and then for any value this cannot parse or
+    an undefined length before the last keyword."""
+    entries = {int(_tag(keyword)[0]): index for index, keyword in enumerate(keywords)}
+    with open(path, "rb") as handle:
+        try:
+            buffer = _Buffer(handle)
+            _, position, implicit = _dataset_start(buffer)
+            found, _, _ = _walk(buffer, position, implicit=implicit, meta=False, wanted=entries)
+        except _NotCovered:
+            return None
+    values: list = [None] * len(keywords)
+    for index, (vr, raw) in found.items():
+        expected = _tag(keywords[index])[1]
+        if vr is not None and vr != expected:
+            return None
+        value = _parse(expected, raw)
+        if value is _UNPARSED:
+            return None
+        values[index] = value
+    return values, {keywords[index] for index in found}

@@ -157,7 +157,7 @@ def _build(layered, reference, options, seg_type, descriptions, transfer_syntax,
     if fast:
         pixels, sources = template_pixels(layered, seg_type.value.upper()), reference.datasets[:1]
     else:
-        pixels, sources = build_pixel_input(layered, seg_type), reference.datasets
+        pixels, sources = build_pixel_input(layered, seg_type), list(reference.datasets)
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,

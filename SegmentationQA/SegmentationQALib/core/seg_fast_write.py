@@ -25,7 +25,6 @@ from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
-from .dicom_headers import ds_texts
 from .dicom_series import ImageSeries
 from .seg_census import SegmentationCensus
 from .segmentation import SLAB_SLICES, LayeredSegmentation
@@ -178,9 +177,9 @@ def plane_position_elements(template_item: Dataset, reference: ImageSeries, plan
     item = template_item.PlanePositionSequence[0]
     constant = _constant_elements(item, ("ImagePositionPatient",))
     position_tag, sequence_tag = int(POSITION_POINTER), int(Tag("PlanePositionSequence"))
+    positions = reference.keys.column("ImagePositionPatient")  # dicom_headers.Numbers: floats and their texts
     return {k: _sequence_element(sequence_tag, [_item(constant + [(position_tag, _text_element(
-        position_tag, b"DS", "\\".join(ds_texts(reference.datasets[k], "ImagePositionPatient"))))])])
-        for k in planes}
+        position_tag, b"DS", "\\".join(positions[k].texts)))])]) for k in planes}
 
 
 def reference_sequences(template: Dataset, reference: ImageSeries) -> dict[int, bytes]:
