@@ -331,3 +331,26 @@ def test_paused_gc_nests_and_restores():
     with pytest.raises(ValueError, match="inside"):
         fails()
     assert gc.isenabled()
+
+
+def test_plain_elements_are_encoded_as_pydicom_encodes_them():
+    from pydicom.dataelem import DataElement
+
+    from SegmentationQALib.core.seg_fast_write import _encode_element, _plain_element
+
+    utf8, latin1 = ["utf_8"], ["latin_1"]
+    cases = [DataElement(0x00620004, "US", 7), DataElement(0x00620004, "US", 65535),
+             DataElement(0x0062000D, "US", [0, 32896, 32896]), DataElement(0x00620005, "LO", "liver"),
+             DataElement(0x00620005, "LO", "Leber (größte) 1"), DataElement(0x00620005, "LO", "肝臓"),
+             DataElement(0x00620005, "LO", "odd"), DataElement(0x00620008, "CS", "MANUAL"),
+             DataElement(0x00620006, "SH", "x")]
+    for element in cases:
+        assert _plain_element(element, utf8) == _encode_element(element, utf8), element
+    assert _plain_element(DataElement(0x00620005, "LO", "liver"), latin1) == \
+        _encode_element(DataElement(0x00620005, "LO", "liver"), latin1)
+    # left to pydicom: another character set with non-ASCII text, several values, empty, other VRs
+    for element, encodings in [(DataElement(0x00620005, "LO", "größte"), latin1),
+                               (DataElement(0x00620005, "LO", "a\\b"), utf8), (DataElement(0x00620005, "LO", ""), utf8),
+                               (DataElement(0x00620004, "US", 70000), utf8),
+                               (DataElement(0x00620010, "UI", "1.2.3"), utf8)]:
+        assert _plain_element(element, encodings) is None, element

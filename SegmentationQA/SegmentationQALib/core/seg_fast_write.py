@@ -12,6 +12,7 @@ numbers); BINARY frames bit-packed per segment, touching only the rows the segme
 from __future__ import annotations
 
 import copy
+import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
@@ -78,13 +80,39 @@ def encode_segment_sequence(template: Dataset) -> bytes:
                 key = None
             encoded = cache.get(key) if key is not None else None
             if encoded is None:
-                encoded = _encode_element(element, encodings)
+                encoded = _plain_element(element, encodings) or _encode_element(element, encodings)
                 if key is not None:
                     cache[key] = encoded
             body.append(encoded)
         body = b"".join(body)
         items.append(ITEM_TAG + len(body).to_bytes(4, "little") + body)
     return _sequence_element(int(SEGMENT_SEQUENCE_TAG), items)
+
+
+def _plain_element(element, encodings: list[str]) -> bytes | None:
+    """A segment's own US and LO/SH/CS values (number, colour, label) encoded directly, as pydicom does: 16-bit
+    little-endian numbers; text in the data set's character set (UTF-8 or plain ASCII) padded with a space to
+    even length. None for anything else (pydicom encodes it). pydicom took ~20 us an element, 60 ms for the
+    3000 of a 1000-segment export."""
+    value, vr = element.value, element.VR
+    if vr == "US":
+        numbers = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+        if not numbers or not all(isinstance(n, int) and 0 <= n <= 0xFFFF for n in numbers):
+            return None
+        encoded = struct.pack(f"<{len(numbers)}H", *numbers)
+    elif vr in ("LO", "SH", "CS") and isinstance(value, str) and value and "\\" not in value:
+        if value.isascii():
+            encoded = value.encode("ascii")
+        elif encodings == ["utf_8"]:
+            encoded = value.encode("utf-8")
+        else:
+            return None
+        encoded += b" " * (len(encoded) % 2)
+    else:
+        return None
+    if len(encoded) > 0xFFFF:
+        return None
+    return _tag_bytes(int(element.tag)) + vr.encode("ascii") + len(encoded).to_bytes(2, "little") + encoded
 
 
 def _sequence(keyword: str, items: list[Dataset]) -> Dataset:
