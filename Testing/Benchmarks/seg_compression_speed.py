@@ -1,7 +1,8 @@
 """Which transfer syntax for DICOM SEG: file size, write and read time, and whether dcmqi reads it, for every
 compression we offer, on the real TotalSegmentator labels (61 organs at their 1.5 mm grid, LABELMAP) and on the
 same labels with 20 dilated margins (overlapping, BINARY), against the gzip seg.nrrd SimpleITK writes. Deflate is
-run with each backend (ISA-L when ``isal`` is installed, and zlib, the fallback) at that backend's default level;
+run as exported by default ("deflate-default": the level seg_options.default_deflate_level picks for this size),
+and with each backend (ISA-L when ``isal`` is installed, and zlib, the fallback) at that backend's default level;
 "zlib read" is the load with zlib inflating, as a reader without ISA-L (pydicom, DCMTK) would.
 
     .venv/bin/python Testing/Benchmarks/seg_compression_speed.py [--repeats 3] [--json seg_compression.json]
@@ -88,15 +89,16 @@ def main() -> int:
             print(f"{case}: gzip seg.nrrd {reference / 1e6:.3f} MB", flush=True)
             variants = [(compression, None) for compression in Compression if compression.supports(seg_type)]
             index = variants.index((Compression.DEFLATE, None))
-            backends = (["isal"] if seg_stream.isal_zlib is not None else []) + ["zlib"]
+            backends = ["default"] + (["isal"] if seg_stream.isal_zlib is not None else []) + ["zlib"]
             variants[index:index + 1] = [(Compression.DEFLATE, backend) for backend in backends]
             for compression, backend in variants:
                 name = compression.value + (f"-{backend}" if backend else "")
                 path = work / f"{seg_type.value}-{name}.dcm"
                 levels = ISAL_DEFLATE_LEVEL_BY_TYPE if backend == "isal" else ZLIB_DEFLATE_LEVEL_BY_TYPE
-                level = levels[seg_type] if backend else None
+                level = levels[seg_type] if backend not in (None, "default") else None  # default: chosen by size
                 options = SegExportOptions(seg_type=seg_type, compression=compression, deflate_level=level)
-                chosen = seg_stream.DeflateBackend(seg_stream.isal_zlib if backend == "isal" else None)
+                chosen = (default_backend if backend == "default"
+                          else seg_stream.DeflateBackend(seg_stream.isal_zlib if backend == "isal" else None))
                 write_times, read_times, zlib_read_times = [], [], []
                 for _ in range(args.repeats):
                     seg_stream.BACKEND = chosen
@@ -120,7 +122,7 @@ def main() -> int:
                        "dcmqi_reads": dcmqi_reads(path, work / f"dq-{seg_type.value}-{name}")}
                 rows.append(row)
                 zlib_read = f"  zlib read {row['zlib_read_seconds']:.3f} s" if backend == "isal" else ""
-                label = name + (f" {level}" if backend else "")
+                label = name + (f" {level}" if level else "")
                 print(f"  {label:<15}{row['file_bytes'] / 1e6:8.3f} MB {row['ratio_to_gzip_nrrd']:6.2f}x  "
                       f"write {row['write_seconds']:.3f} s  read {row['read_seconds']:.3f} s{zlib_read}  "
                       f"dcmqi {'yes' if row['dcmqi_reads'] else 'no'}", flush=True)

@@ -10,7 +10,9 @@ largest organs, so a BINARY SEG is needed.
 
 Every measurement runs in a fresh child process: inputs are loaded first (untimed; for the highdicom-based tools,
 ours and highdicom itself, highdicom's standard tables are loaded by an untimed one-plane warm-up, as they are after
-the first use in a running Slicer), then one operation is timed and
+the first use in a running Slicer; for the tools that read the CT series, ours, highdicom and dcmqi, its files are
+read once untimed, as they are in the page cache after the series was loaded: otherwise the machine's page reclaim
+made one export in three read them from disk), then one operation is timed and
 its peak memory is the resident-set high-water mark above the resident set just before it (clear_refs), so C/C++
 allocations count. Children run under an address-space limit (--mem-limit-gb) so that a tool needing one boolean
 volume per segment fails with MemoryError instead of swamping the shared machine. Medians over --repeats runs.
@@ -286,6 +288,9 @@ def warm_highdicom(ct_dir: Path) -> None:
 def worker(operation: str, folder: Path, ct_dir: Path, path: Path) -> dict:
     """Set up the inputs of ``operation`` untimed, then time it; returns seconds, peak bytes, file size, detail."""
     kind = OPERATIONS[operation][0]
+    if operation in ("ours_export", "highdicom_write", "dcmqi_write"):
+        for file in sorted(ct_dir.iterdir()):  # the series was just loaded: its files are in the page cache
+            file.read_bytes()
     if operation in ("ours_export", "ours_load", "highdicom_write", "highdicom_read"):
         warm_highdicom(ct_dir)  # the same for our writer and highdicom's
     case = json.loads((folder / "case.json").read_text())

@@ -165,3 +165,17 @@ def test_without_isal_the_fallback_is_zlib_with_its_own_defaults():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                           cwd=Path(seg_stream.__file__).parents[2])  # the folder holding SegmentationQALib
     assert done.stdout.split() == ["None", "zlib", "3", "6"]
+
+
+def test_default_level_keeps_small_binary_segs_small():
+    """Small BINARY SEGs keep zlib 6 (ISA-L made the real 122x101x112 TotalSegmentator SEG 1.63x the seg.nrrd);
+    large ones and LABELMAP take the backend's default."""
+    from SegmentationQALib.core.seg_options import (
+        SMALL_BINARY_FRAME_BYTES,
+        ZLIB_DEFLATE_LEVEL_BY_TYPE,
+        default_deflate_level,
+    )
+
+    assert default_deflate_level(SegType.BINARY, 6 << 20) == ZLIB_DEFLATE_LEVEL_BY_TYPE[SegType.BINARY] == 6
+    assert default_deflate_level(SegType.BINARY, SMALL_BINARY_FRAME_BYTES) == DEFAULT_DEFLATE_LEVEL_BY_TYPE[SegType.BINARY]
+    assert default_deflate_level(SegType.LABELMAP, 1 << 20) == DEFAULT_DEFLATE_LEVEL_BY_TYPE[SegType.LABELMAP]

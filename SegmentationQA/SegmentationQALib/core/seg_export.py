@@ -23,13 +23,13 @@ from .safe_write import atomic_output_file
 from .seg_census import segmentation_census
 from .seg_fast_write import fast_path_supported, finish_seg, iterate_tail, template_pixels
 from .seg_options import (
-    DEFAULT_DEFLATE_LEVEL_BY_TYPE,
     Compression,
     SegExportOptions,
     SegExportResult,
     SegmentReport,
     SegType,
     default_compression,
+    default_deflate_level,
 )
 from .seg_stream import write_with_tail
 from .segmentation import CodedTerm, LayeredSegmentation, Segment
@@ -250,7 +250,7 @@ def write_seg(
         if fast:
             with open(tmp, "wb") as handle:
                 write_with_tail(seg, iterate_tail(tail), handle, deflated=compression == Compression.DEFLATE,
-                                level=options.deflate_level or DEFAULT_DEFLATE_LEVEL_BY_TYPE[seg_type],
+                                level=options.deflate_level or default_deflate_level(seg_type, tail.nbytes),
                                 spliced=spliced, tail_bytes=tail.nbytes,
                                 progress=lambda fraction: progress(0.5 + 0.45 * fraction, "writing frames"))
         else:
