@@ -1,4 +1,4 @@
-"""Read DICOM headers fast: what ``pydicom.dcmread(path, stop_before_pixels=True)`` gives, in a fifth of the time.
+"""Read DICOM headers fast: what ``pydicom.dcmread(path, stop_before_pixels=True)`` gives, 2.5x faster.
 
 A SEG or RTSTRUCT references every slice of its image series, so each export reads 100-1000 headers. pydicom
 spends ~0.45 ms on a 54-element CT header (0.09 s for 200 slices: a third of a 117-segment LABELMAP export),
@@ -13,7 +13,9 @@ rewrites (UN, unknown), undefined lengths outside sequences, and truncated eleme
 
 ``header_values`` then reads the few values a series is sorted, checked and referenced by (UIDs, positions,
 orientation, size) straight from those raw elements: pydicom's attribute access converts and validates each value
-(5-15 us each), which for 200 slices x 11 values came to as much as reading the headers.
+(5-15 us each), which for 200 slices x 11 values came to as much as reading the headers. ``read_values`` reads
+the same values straight from a file, without building a dataset at all (200 CT slices: 0.02 s, against 0.09 s
+with dcmread and attribute access).
 """
 
 from __future__ import annotations
