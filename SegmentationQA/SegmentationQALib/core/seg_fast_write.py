@@ -112,7 +112,7 @@ def _plain_element(element, encodings: list[str]) -> bytes | None:
         return None
     if len(encoded) > 0xFFFF:
         return None
-    return _tag_bytes(int(element.tag)) + vr.encode("ascii") + len(encoded).to_bytes(2, "little") + encoded
+    return _short_element(int(element.tag), vr.encode("ascii"), encoded)
 
 
 def _sequence(keyword: str, items: list[Dataset]) -> Dataset:
@@ -153,17 +153,14 @@ def _tag_bytes(tag: int) -> bytes:
     return (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little")
 
 
-def _uid_element(tag: int, uid: str) -> bytes:
-    value = str(uid).encode("ascii")
-    value += b"\x00" * (len(value) % 2)
-    return _tag_bytes(tag) + b"UI" + len(value).to_bytes(2, "little") + value
-
-
-def _text_element(tag: int, vr: bytes, text: str) -> bytes:
-    """A short-VR text element (DS, CS, ...), padded with a space to even length as pydicom does."""
-    value = text.encode("ascii")
-    value += b" " * (len(value) % 2)
+def _short_element(tag: int, vr: bytes, value: bytes, pad: bytes = b" ") -> bytes:
+    """An explicit VR element with a 2-byte length, ``value`` padded to even length (space; NUL for UI)."""
+    value += pad * (len(value) % 2)
     return _tag_bytes(tag) + vr + len(value).to_bytes(2, "little") + value
+
+
+def _uid_element(tag: int, uid: str) -> bytes:
+    return _short_element(tag, b"UI", str(uid).encode("ascii"), b"\x00")
 
 
 def _item(elements: list[tuple[int, bytes]]) -> bytes:
@@ -184,15 +181,10 @@ def derivation_elements(template_item: Dataset, reference: ImageSeries, planes) 
     """Per plane, the encoded DerivationImageSequence: the template's, with the plane's source image UIDs."""
     derivation = template_item.DerivationImageSequence[0]
     source = derivation.SourceImageSequence[0]
-    uid_keywords = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID")
-    source_constant = _constant_elements(source, uid_keywords)
     derivation_constant = _constant_elements(derivation, ("SourceImageSequence",))
-    class_tag, instance_tag = (int(Tag(keyword)) for keyword in uid_keywords)
-    classes, instances = reference.sop_class_uids, reference.sop_instance_uids
+    planes = list(planes)
     result = {}
-    for k in planes:
-        source_item = _item(source_constant + [(class_tag, _uid_element(class_tag, classes[k])),
-                                               (instance_tag, _uid_element(instance_tag, instances[k]))])
+    for k, source_item in zip(planes, _reference_items(source, reference, planes)):
         source_sequence = _sequence_element(int(Tag("SourceImageSequence")), [source_item])
         item = _item(derivation_constant + [(int(Tag("SourceImageSequence")), source_sequence)])
         result[k] = _sequence_element(int(Tag("DerivationImageSequence")), [item])
@@ -206,8 +198,8 @@ def plane_position_elements(template_item: Dataset, reference: ImageSeries, plan
     constant = _constant_elements(item, ("ImagePositionPatient",))
     position_tag, sequence_tag = int(POSITION_POINTER), int(Tag("PlanePositionSequence"))
     positions = reference.keys.column("ImagePositionPatient")  # dicom_headers.Numbers: floats and their texts
-    return {k: _sequence_element(sequence_tag, [_item(constant + [(position_tag, _text_element(
-        position_tag, b"DS", "\\".join(positions[k].texts)))])]) for k in planes}
+    return {k: _sequence_element(sequence_tag, [_item(constant + [(position_tag, _short_element(
+        position_tag, b"DS", "\\".join(positions[k].texts).encode("ascii")))])]) for k in planes}
 
 
 def reference_sequences(template: Dataset, reference: ImageSeries) -> dict[int, bytes]:
@@ -233,14 +225,16 @@ def reference_sequences(template: Dataset, reference: ImageSeries) -> dict[int, 
     return spliced
 
 
-def _reference_items(template_item: Dataset, reference: ImageSeries) -> list[bytes]:
-    """The template's reference item once per source image, with that image's SOP class and instance UIDs."""
+def _reference_items(template_item: Dataset, reference: ImageSeries, images=None) -> list[bytes]:
+    """The template's reference item once per source image (``images``: their indices, default all), with that
+    image's SOP class and instance UIDs."""
     uid_keywords = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID")
     constant = _constant_elements(template_item, uid_keywords)
     class_tag, instance_tag = (int(Tag(keyword)) for keyword in uid_keywords)
-    return [_item(constant + [(class_tag, _uid_element(class_tag, sop_class)),
-                              (instance_tag, _uid_element(instance_tag, sop_instance))])
-            for sop_class, sop_instance in zip(reference.sop_class_uids, reference.sop_instance_uids)]
+    classes, instances = reference.sop_class_uids, reference.sop_instance_uids
+    return [_item(constant + [(class_tag, _uid_element(class_tag, classes[k])),
+                              (instance_tag, _uid_element(instance_tag, instances[k]))])
+            for k in (range(len(classes)) if images is None else images)]
 
 
 def per_frame_sequence(template_item: Dataset, kinds: list[str], reference: ImageSeries,
