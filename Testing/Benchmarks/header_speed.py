@@ -29,24 +29,11 @@ SERIES = {  # real CT series: a scanner's implicit VR slices, and JPEG 2000 slic
 }
 
 
-def series_files(folder: Path) -> list[Path]:
-    import pydicom
-
-    files = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            if pydicom.dcmread(path, stop_before_pixels=True).get("Modality") == "CT":
-                files.append(path)
-        except Exception:
-            continue
-    return files
-
-
 def main(argv=None) -> int:
     import pydicom
 
     from SegmentationQALib.core import dicom_headers
-    from SegmentationQALib.core.dicom_series import SLICE_KEYWORDS
+    from SegmentationQALib.core.dicom_series import SLICE_KEYWORDS, read_image_series
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("DICOMFIDELITY_DATA", str(REPO.parent / "shared" / "data")))
@@ -66,7 +53,7 @@ def main(argv=None) -> int:
     rows = []
     warnings.simplefilter("ignore")
     for name, relative in SERIES.items():
-        files = series_files(Path(args.data) / relative)
+        files = read_image_series(Path(args.data) / relative).paths  # the CT slices (not the RTDOSE beside them)
         seconds: dict[str, list[float]] = {reader: [] for reader in readers}
         for _ in range(args.repeats):
             for reader, read in readers.items():  # interleaved, so machine noise spreads over both
