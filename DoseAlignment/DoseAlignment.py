@@ -20,9 +20,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from DoseAlignmentLib.core.resample import Direction, Interpolation
+from DicomFidelityCommonLib.errors import DicomFidelityError
 from DoseAlignmentLib.logic import DoseAlignmentMRMLLogic
-from SegmentationQALib.core.errors import DicomFidelityError
+from DoseAlignmentLib.resample import Direction, Interpolation
 
 
 class DoseAlignment(ScriptedLoadableModule):
@@ -159,8 +159,8 @@ class DoseAlignmentTest(ScriptedLoadableModuleTest):
     def test_LinearDoseOnNonUniformGrid(self):
         from pydicom.uid import generate_uid
 
-        from DoseAlignmentLib.core import synthetic
-        from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
+        from data_builders import synthetic_dose as synthetic
+        from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
 
         self.delayDisplay("Writing synthetic CT and RTDOSE")
         folder = Path(tempfile.mkdtemp(prefix="DoseAlignmentTest"))
@@ -190,6 +190,6 @@ class DoseAlignmentTest(ScriptedLoadableModuleTest):
 
 
 def synthetic_ct_array(folder):
-    from DoseAlignmentLib.core.align import read_reference
+    from DoseAlignmentLib.align import read_reference
 
     return read_reference(folder).array()

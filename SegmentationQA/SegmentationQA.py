@@ -131,8 +131,8 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        from SegmentationQALib.core.reference_series import ReferenceModality
-        from SegmentationQALib.core.seg_options import Compression, SegType
+        from SegmentationQALib.reference_series import ReferenceModality
+        from SegmentationQALib.seg.options import Compression, SegType
 
         self.ui.segTypeComboBox.addItems([t.value for t in SegType])
         self.ui.compressionComboBox.addItems(["default"] + [c.value for c in Compression])
@@ -194,8 +194,8 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         raise RuntimeError("Export cancelled: the reference volume is not from DICOM.")
 
     def onExportSeg(self) -> None:
-        from SegmentationQALib.core.reference_series import ReferenceModality
-        from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
+        from SegmentationQALib.reference_series import ReferenceModality
+        from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType
 
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("DICOM SEG export failed.", waitCursor=True):
@@ -310,8 +310,8 @@ class SegmentationQATest(ScriptedLoadableModuleTest):
     def test_exportAndLoadSeg(self):
         import numpy as np
 
-        from SegmentationQALib.core.geometry import VolumeGeometry
-        from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+        from DicomFidelityCommonLib.geometry import VolumeGeometry
+        from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 
         self.delayDisplay("Export a synthetic overlapping segmentation as DICOM SEG and load it back")
         logic = SegmentationQALogic()

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from SegmentationQALib.core.geometry import VolumeGeometry
+from DicomFidelityCommonLib.geometry import VolumeGeometry
 
 
 def patient_points(geometry: VolumeGeometry, mask: np.ndarray) -> set[tuple]:
@@ -74,7 +74,7 @@ def assert_same_seg(fast_path, slow_path):
 def three_hundred_overlapping_segments(geometry: VolumeGeometry):
     """300 3x3 segments on two layers, half of them overlapping others, on a grid whose frames are not
     byte-aligned in 1-bit pixel data (23x38 in the dcmqi sample)."""
-    from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+    from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 
     shape = geometry.shape
     assert (shape[1] * shape[2]) % 8 != 0

@@ -23,13 +23,12 @@ if __name__ == "__main__" and not __package__:
     __package__ = "DoseAlignmentLib"
     import DoseAlignmentLib  # noqa: F401
 
-from SegmentationQALib.core.errors import DicomFidelityError  # noqa: E402
-from SegmentationQALib.core.safe_write import atomic_output_file  # noqa: E402
-
-from .core.align import align, read_registration  # noqa: E402
-from .core.dvh import dvh_for_labels, read_labelmap, write_report  # noqa: E402
-from .core.export import output_format, publish, write_arrays, write_rtdose  # noqa: E402
-from .core.resample import Direction, Interpolation  # noqa: E402
+from DicomFidelityCommonLib.errors import DicomFidelityError  # noqa: E402
+from DicomFidelityCommonLib.safe_write import atomic_output_file  # noqa: E402
+from DoseAlignmentLib.align import align, read_registration  # noqa: E402
+from DoseAlignmentLib.dvh import dvh_for_labels, read_labelmap, write_report  # noqa: E402
+from DoseAlignmentLib.export import output_format, publish, write_arrays, write_rtdose  # noqa: E402
+from DoseAlignmentLib.resample import Direction, Interpolation  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

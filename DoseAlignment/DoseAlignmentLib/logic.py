@@ -15,15 +15,14 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError
-from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry
+from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
+from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
+from DoseAlignmentLib.align import AlignmentResult, Reference, align
+from DoseAlignmentLib.dvh import DvhCurve, dvh_for_labels, write_report
+from DoseAlignmentLib.export import write_arrays, write_rtdose
+from DoseAlignmentLib.resample import Direction, Interpolation
+from DoseAlignmentLib.rtdose import DoseGrid, DoseUnits
 from SegmentationQALib.logic import fillVolumeNode, parentTransformToWorldRas, transformToWorldRas, vtkMatrixToNumpy
-
-from .core.align import AlignmentResult, Reference, align
-from .core.dvh import DvhCurve, dvh_for_labels, write_report
-from .core.export import write_arrays, write_rtdose
-from .core.resample import Direction, Interpolation
-from .core.rtdose import DoseGrid, DoseUnits
 
 ProgressCallback = Callable[[float, str], None]
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"  # same attribute SegmentationQA sets

@@ -15,10 +15,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (e.g. by Slicer --python-script)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from SegmentationQALib.core.errors import DicomFidelityError  # noqa: E402
-from SegmentationQALib.core.reference_series import PatientStudyInfo, ReferenceModality  # noqa: E402
-from SegmentationQALib.core.safe_write import atomic_output_file  # noqa: E402
-from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType  # noqa: E402
+from DicomFidelityCommonLib.errors import DicomFidelityError  # noqa: E402
+from DicomFidelityCommonLib.safe_write import atomic_output_file  # noqa: E402
+from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality  # noqa: E402
+from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType  # noqa: E402
 
 
 class ProgressBar:

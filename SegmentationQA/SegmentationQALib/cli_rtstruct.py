@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from SegmentationQALib.core.fidelity import FidelityGateError, FidelityThresholds, Verdict
-from SegmentationQALib.core.rtstruct import RtStructExportOptions
+from SegmentationQALib.rtstruct.fidelity import FidelityGateError, FidelityThresholds, Verdict
+from SegmentationQALib.rtstruct.io import RtStructExportOptions
 
 GATE_EXIT_CODE = 3
 
@@ -80,7 +80,7 @@ def commandExportRtStruct(args) -> int:
     loadTime = time.perf_counter() - start
     options = RtStructExportOptions(structure_set_label=args.label, series_description=args.series_description,
                                     roi_interpreted_type=args.roi_interpreted_type)
-    from SegmentationQALib.core.reference_series import PatientStudyInfo
+    from SegmentationQALib.reference_series import PatientStudyInfo
 
     try:
         result, fidelity = logic.exportRtStruct(

@@ -19,13 +19,13 @@ import vtk
 from vtk.util import numpy_support
 
 try:  # the app, or plain Python with the slicer-core wheel
-    from .logic_rtstruct import RtStructLogicMixin
+    from SegmentationQALib.rtstruct_logic import RtStructLogicMixin
 except ImportError:  # pragma: no cover - until the RTSTRUCT mixin lands
     class RtStructLogicMixin:  # type: ignore[no-redef]
         pass
 
-from .core import dicom_series
-from .core.errors import (
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.errors import (
     DicomFidelityError,
     FrameOfReferenceMismatchError,
     GeometryError,
@@ -35,15 +35,15 @@ from .core.errors import (
     ReferenceNotDicomError,
     WrongModalityError,
 )
-from .core.geometry import LPS_TO_RAS, VolumeGeometry
-from .core.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
-from .core.runtime import with_paused_gc
-from .core.safe_write import atomic_output_file
-from .core.seg_export import write_seg
-from .core.seg_nrrd import ALGORITHM_TYPE_TAG, write_seg_nrrd
-from .core.seg_options import SegExportOptions, SegExportResult, SegLoadResult
-from .core.seg_read import load_seg
-from .core.segmentation import LayeredSegmentation, Segment, SegmentTerminology
+from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
+from DicomFidelityCommonLib.runtime import with_paused_gc
+from DicomFidelityCommonLib.safe_write import atomic_output_file
+from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
+from SegmentationQALib.seg.options import SegExportOptions, SegExportResult, SegLoadResult
+from SegmentationQALib.seg.read import load_seg
+from SegmentationQALib.seg.write import write_seg
+from SegmentationQALib.seg_nrrd import ALGORITHM_TYPE_TAG, write_seg_nrrd
+from SegmentationQALib.segmentation import LayeredSegmentation, Segment, SegmentTerminology
 
 ProgressCallback = Callable[[float, str], None]
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
@@ -298,7 +298,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         segmentation = segmentationNode.GetSegmentation()
         binaryName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
         if segmentation.GetNumberOfSegments() == 0:
-            from .core.errors import EmptySegmentationError
+            from DicomFidelityCommonLib.errors import EmptySegmentationError
 
             raise EmptySegmentationError(f"segmentation {segmentationNode.GetName()!r} has no segments")
         if segmentation.GetSourceRepresentationName() != binaryName:

@@ -74,9 +74,9 @@ def main(argv=None) -> int:
             print(f"{name:38s} median {statistics.median(times):6.2f} s  ({', '.join(f'{t:.2f}' for t in times)})")
 
         sys.path[:0] = [str(REPO / "SegmentationQA"), str(REPO / "DoseAlignment")]
-        from DoseAlignmentLib.core.align import read_reference
-        from DoseAlignmentLib.core.resample import resample_dose
-        from DoseAlignmentLib.core.rtdose import read_rtdose
+        from DoseAlignmentLib.align import read_reference
+        from DoseAlignmentLib.resample import resample_dose
+        from DoseAlignmentLib.rtdose import read_rtdose
 
         grid = read_rtdose(sample / "rtdose.dcm")
         reference = read_reference(sample)

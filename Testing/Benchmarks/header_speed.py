@@ -32,8 +32,8 @@ SERIES = {  # real CT series: a scanner's implicit VR slices, and JPEG 2000 slic
 def main(argv=None) -> int:
     import pydicom
 
-    from SegmentationQALib.core import dicom_headers
-    from SegmentationQALib.core.dicom_series import SLICE_KEYWORDS, read_image_series
+    from DicomFidelityCommonLib.dicom import headers as dicom_headers
+    from DicomFidelityCommonLib.dicom.series import SLICE_KEYWORDS, read_image_series
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("DICOMFIDELITY_DATA", str(REPO.parent / "shared" / "data")))

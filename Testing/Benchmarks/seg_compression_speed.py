@@ -47,19 +47,19 @@ def main() -> int:
     import seg_speed
     import SimpleITK as sitk
 
-    from SegmentationQALib.core import seg_stream
-    from SegmentationQALib.core.geometry import VolumeGeometry
-    from SegmentationQALib.core.reference_series import write_reference_series
-    from SegmentationQALib.core.seg_export import write_seg
-    from SegmentationQALib.core.seg_options import (
+    from DicomFidelityCommonLib.dicom import deflate as seg_stream
+    from DicomFidelityCommonLib.geometry import VolumeGeometry
+    from SegmentationQALib.reference_series import write_reference_series
+    from SegmentationQALib.seg.options import (
         ISAL_DEFLATE_LEVEL_BY_TYPE,
         ZLIB_DEFLATE_LEVEL_BY_TYPE,
         Compression,
         SegExportOptions,
         SegType,
     )
-    from SegmentationQALib.core.seg_read import load_seg
-    from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+    from SegmentationQALib.seg.read import load_seg
+    from SegmentationQALib.seg.write import write_seg
+    from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 
     files = Path(args.data) / "totalsegmentator" / "reference_files"
     ct = sitk.ReadImage(str(files / "example_ct.nii.gz"))

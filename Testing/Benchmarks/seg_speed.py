@@ -135,7 +135,7 @@ def margins(labels: np.ndarray, organs: list[int]) -> np.ndarray:
 def target_grid(source, rows_cols: int, slices: int):
     """A CT-like grid over the source field of view: square in-plane pixels, ``rows_cols`` x ``rows_cols`` x ``slices``,
     and per axis the nearest source index of every target voxel (-1 outside the source)."""
-    from SegmentationQALib.core.geometry import VolumeGeometry
+    from DicomFidelityCommonLib.geometry import VolumeGeometry
 
     ns = np.array(source.shape[::-1], dtype=float)  # (i, j, k) sizes
     ss = source.spacing
@@ -180,9 +180,9 @@ def build_cases(data: Path, work: Path, slices: int, rows_cols: int, counts: lis
     """Write the CT series and every case's inputs under ``work``; returns the CT folder and the case list."""
     import SimpleITK as sitk
 
-    from SegmentationQALib.core.geometry import VolumeGeometry
-    from SegmentationQALib.core.reference_series import write_reference_series
-    from SegmentationQALib.core.segmentation import default_color
+    from DicomFidelityCommonLib.geometry import VolumeGeometry
+    from SegmentationQALib.reference_series import write_reference_series
+    from SegmentationQALib.segmentation import default_color
 
     files = data / "totalsegmentator" / "reference_files"
     ct_image = sitk.ReadImage(str(files / "example_ct.nii.gz"))
@@ -245,8 +245,8 @@ def build_cases(data: Path, work: Path, slices: int, rows_cols: int, counts: lis
 
 # ---------------------------------------------------------------------------------------------- worker (child process)
 def load_case(folder: Path):
-    from SegmentationQALib.core.geometry import VolumeGeometry
-    from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+    from DicomFidelityCommonLib.geometry import VolumeGeometry
+    from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 
     meta = json.loads((folder / "geometry.json").read_text())
     geometry = VolumeGeometry(tuple(meta["shape"]), np.asarray(meta["affine_lps"]))
@@ -298,8 +298,8 @@ def worker(operation: str, folder: Path, ct_dir: Path, path: Path) -> dict:
     if operation in ("slicer_nrrd_write", "ours_export", "slicer_nrrd_load", "ours_load"):
         import slicer
 
-        from SegmentationQALib.core.seg_options import SegExportOptions, SegType
         from SegmentationQALib.logic import SegmentationQAMRMLLogic
+        from SegmentationQALib.seg.options import SegExportOptions, SegType
 
         logic = SegmentationQAMRMLLogic(slicer.vtkMRMLScene())
         if kind == "write":
@@ -457,7 +457,7 @@ def run_child(operation: str, case: dict, ct_dir: Path, timeout: float, mem_limi
 def ct_header_bytes(ct_dir: Path) -> int:
     """Resident memory of the reference series headers as our logic reads them (part of the memory budget)."""
     code = ("import sys, json; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]);"
-            "import seg_speed; from SegmentationQALib.core.dicom_series import read_image_series;"
+            "import seg_speed; from DicomFidelityCommonLib.dicom.series import read_image_series;"
             "s = seg_speed.measure(lambda: {'n': len(read_image_series(sys.argv[3]).datasets)}); print(s[1])")
     done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(REPO / "SegmentationQA"),
                            str(ct_dir)], capture_output=True, text=True, check=True)

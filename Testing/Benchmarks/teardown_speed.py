@@ -26,9 +26,9 @@ sys.path[:0] = [str(REPO / "SegmentationQA"), str(HERE)]
 def worker(layer_path: str, count: int, how: str) -> dict:
     import slicer
 
-    from SegmentationQALib.core.geometry import VolumeGeometry
-    from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+    from DicomFidelityCommonLib.geometry import VolumeGeometry
     from SegmentationQALib.logic import SegmentationQAMRMLLogic
+    from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 
     layer = np.load(layer_path)
     layer[layer > count] = 0

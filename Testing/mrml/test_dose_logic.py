@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from DoseAlignmentLib.core import synthetic
-from DoseAlignmentLib.core.align import read_reference
-from DoseAlignmentLib.core.rtdose import read_rtdose
-from SegmentationQALib.core.errors import FrameOfReferenceMismatchError, GeometryError
-from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry, affine_from_dicom
+from data_builders import synthetic_dose as synthetic
+from DicomFidelityCommonLib.errors import FrameOfReferenceMismatchError, GeometryError
+from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry, affine_from_dicom
+from DoseAlignmentLib.align import read_reference
+from DoseAlignmentLib.rtdose import read_rtdose
 from validators import assert_dciodvfy_clean
 
 FOR_UID = generate_uid()

@@ -8,10 +8,10 @@ import numpy as np
 import pydicom
 import pytest
 
+from DicomFidelityCommonLib.geometry import VolumeGeometry
 from SegmentationQALib import cli
-from SegmentationQALib.core.fidelity import FidelityGateError, Verdict
-from SegmentationQALib.core.geometry import VolumeGeometry
-from SegmentationQALib.core.segmentation import LayeredSegmentation
+from SegmentationQALib.rtstruct.fidelity import FidelityGateError, Verdict
+from SegmentationQALib.segmentation import LayeredSegmentation
 from validators import assert_dciodvfy_clean
 
 TOTALSEG = "totalsegmentator/reference_files"

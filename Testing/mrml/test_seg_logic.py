@@ -6,9 +6,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from SegmentationQALib.core import dicom_series
-from SegmentationQALib.core.errors import MissingTagError, OverlapError, ReferenceNotDicomError
-from SegmentationQALib.core.seg_options import SegExportOptions, SegType
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.errors import MissingTagError, OverlapError, ReferenceNotDicomError
+from SegmentationQALib.seg.options import SegExportOptions, SegType
 from segtools import assert_same_voxels
 from validators import assert_dciodvfy_clean
 
@@ -82,7 +82,7 @@ def test_real_dicom_reference_and_resampled_segmentation(logic, shared_data, tmp
     assert not any("resampled" in w for w in result.warnings)
     # a segmentation on another grid is resampled, and the warning says how many voxels changed
     layered = logic.layeredSegmentationFromNode(segmentation)
-    from SegmentationQALib.core.geometry import VolumeGeometry
+    from DicomFidelityCommonLib.geometry import VolumeGeometry
 
     coarse_affine = layered.geometry.affine_lps.copy()
     coarse_affine[:3, :2] *= 2

@@ -12,16 +12,19 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from SegmentationQALib.core import seg_stream, seg_stream_read
-from SegmentationQALib.core.errors import InvalidInputFileError
-from SegmentationQALib.core.seg_options import DEFAULT_DEFLATE_LEVEL_BY_TYPE, SegType
-from SegmentationQALib.core.seg_stream import (
+from DicomFidelityCommonLib.dicom import deflate as deflate_module
+from DicomFidelityCommonLib.dicom import deflate as seg_stream
+from DicomFidelityCommonLib.dicom.deflate import (
     FINAL_BLOCK,
     ISAL_LEVEL_FOR_ZLIB_LEVEL,
     DeflateBackend,
+    InflatingReader,
     ParallelDeflateWriter,
 )
-from SegmentationQALib.core.seg_stream_read import InflatingReader
+from DicomFidelityCommonLib.errors import InvalidInputFileError
+from SegmentationQALib.seg import stream_read as seg_stream_read
+from SegmentationQALib.seg.options import DEFAULT_DEFLATE_LEVEL_BY_TYPE, SegType
+from SegmentationQALib.seg.stream_write import write_with_tail
 
 
 def _isal_zlib():
@@ -46,7 +49,7 @@ def _labels(size: int, seed: int) -> bytes:
 
 
 def _parallel_stream(data: bytes, level: int, workers: int, block_bytes: int) -> bytes:
-    blocks = seg_stream._Blocks()
+    blocks = seg_stream.BlockList()
     writer = ParallelDeflateWriter(blocks, level=level, workers=workers, block_bytes=block_bytes)
     writer.write(b"head")
     writer.write(data[:5])  # small writes are gathered into one block
@@ -116,12 +119,12 @@ def test_write_with_tail_reads_back_with_pydicom_and_our_reader(backend, tmp_pat
     element = b"\xe0\x7f\x10\x00OB\x00\x00" + len(pixels).to_bytes(4, "little")
     path = tmp_path / "tail.dcm"
     with open(path, "wb") as handle:
-        seg_stream.write_with_tail(_tiny_dataset(), [element, pixels[:1000], pixels[1000:]], handle, True,
+        write_with_tail(_tiny_dataset(), [element, pixels[:1000], pixels[1000:]], handle, True,
                                    level=level, workers=2)
     assert path.stat().st_size % 2 == 0
     again = pydicom.dcmread(path)  # pydicom inflates with zlib
     assert again.PatientName == "Test^Backend" and again.PixelData == pixels
-    monkeypatch.setattr(seg_stream_read, "COMPRESSED_CHUNK", 4096)  # many small feeds of the inflater
+    monkeypatch.setattr(deflate_module, "COMPRESSED_CHUNK", 4096)  # many small feeds of the inflater
     with seg_stream_read.open_seg_stream(path) as stream:
         assert stream.deflated and stream.pixel_length == len(pixels)
         assert b"".join(stream.read(n) for n in (1, 999, 100_000, len(pixels) - 101_000)) == pixels
@@ -155,22 +158,25 @@ def test_reader_inflates_either_backends_stream(backend, writer, tmp_path):
 
 def test_without_isal_the_fallback_is_zlib_with_its_own_defaults():
     """A Python where ``isal`` cannot be imported (a Slicer without it): zlib, and BINARY keeps zlib level 6."""
+    import os
     import subprocess
     import sys
 
     script = ("import sys; sys.modules['isal'] = None\n"  # makes `from isal import ...` raise ImportError
-              "from SegmentationQALib.core import seg_stream\n"
-              "from SegmentationQALib.core.seg_options import DEFAULT_DEFLATE_LEVEL_BY_TYPE as d, SegType\n"
+              "from DicomFidelityCommonLib.dicom import deflate as seg_stream\n"
+              "from SegmentationQALib.seg.options import DEFAULT_DEFLATE_LEVEL_BY_TYPE as d, SegType\n"
               "print(seg_stream.isal_zlib, seg_stream.BACKEND.name, d[SegType.LABELMAP], d[SegType.BINARY])\n")
+    repository = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join(str(repository / folder) for folder in ("DicomFidelityCommon", "SegmentationQA"))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                          cwd=Path(seg_stream.__file__).parents[2])  # the folder holding SegmentationQALib
+                          env={**os.environ, "PYTHONPATH": path})
     assert done.stdout.split() == ["None", "zlib", "3", "6"]
 
 
 def test_default_level_keeps_small_binary_segs_small():
     """Small BINARY SEGs keep zlib 6 (ISA-L made the real 122x101x112 TotalSegmentator SEG 1.63x the seg.nrrd);
     large ones and LABELMAP take the backend's default."""
-    from SegmentationQALib.core.seg_options import (
+    from SegmentationQALib.seg.options import (
         SMALL_BINARY_FRAME_BYTES,
         ZLIB_DEFLATE_LEVEL_BY_TYPE,
         default_deflate_level,

@@ -20,7 +20,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from SegmentationQALib.core import dicom_headers, dicom_series
+from DicomFidelityCommonLib.dicom import headers as dicom_headers
+from DicomFidelityCommonLib.dicom import series as dicom_series
 
 
 def _dicom_files() -> list[Path]:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from DoseAlignmentLib.core import synthetic
-from DoseAlignmentLib.core.align import align, read_reference
-from DoseAlignmentLib.core.resample import Direction, Interpolation
-from DoseAlignmentLib.core.rtdose import OffsetKind, read_rtdose
-from SegmentationQALib.core.errors import FrameOfReferenceMismatchError
-from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
+from data_builders import synthetic_dose as synthetic
+from DicomFidelityCommonLib.errors import FrameOfReferenceMismatchError
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DoseAlignmentLib.align import align, read_reference
+from DoseAlignmentLib.resample import Direction, Interpolation
+from DoseAlignmentLib.rtdose import OffsetKind, read_rtdose
 
 FIELD = synthetic.linear_field((0.05, -0.03, 0.04), 20.0)
 FOR_UID = generate_uid()

@@ -12,14 +12,14 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
+from data_builders import synthetic_dose as synthetic
+from DicomFidelityCommonLib.errors import GeometryError
+from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry, affine_from_dicom
+from DoseAlignmentLib.align import align
 from DoseAlignmentLib.cli import main
-from DoseAlignmentLib.core import synthetic
-from DoseAlignmentLib.core.align import align
-from DoseAlignmentLib.core.dvh import cumulative_dvh
-from DoseAlignmentLib.core.export import write_arrays, write_rtdose
-from DoseAlignmentLib.core.rtdose import read_rtdose
-from SegmentationQALib.core.errors import GeometryError
-from SegmentationQALib.core.geometry import LPS_TO_RAS, VolumeGeometry, affine_from_dicom
+from DoseAlignmentLib.dvh import cumulative_dvh
+from DoseAlignmentLib.export import write_arrays, write_rtdose
+from DoseAlignmentLib.rtdose import read_rtdose
 from validators import assert_dciodvfy_clean
 
 FOR_UID = generate_uid()

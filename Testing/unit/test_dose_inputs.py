@@ -9,12 +9,12 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from data_builders import synthetic_dose as synthetic
+from DicomFidelityCommonLib.errors import MissingTagError, UnitsMismatchError
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DoseAlignmentLib.align import align
 from DoseAlignmentLib.cli import main
-from DoseAlignmentLib.core import synthetic
-from DoseAlignmentLib.core.align import align
-from DoseAlignmentLib.core.rtdose import DoseGrid, check_summable, read_rtdose
-from SegmentationQALib.core.errors import MissingTagError, UnitsMismatchError
-from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
+from DoseAlignmentLib.rtdose import DoseGrid, check_summable, read_rtdose
 
 FOR_UID = generate_uid()
 FIELD = synthetic.linear_field((0.02, 0.01, -0.03), 10.0)

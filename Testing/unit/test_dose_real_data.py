@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DoseAlignmentLib.core.align import align
-from DoseAlignmentLib.core.export import write_rtdose
-from DoseAlignmentLib.core.rtdose import read_rtdose
+from DoseAlignmentLib.align import align
+from DoseAlignmentLib.export import write_rtdose
+from DoseAlignmentLib.rtdose import read_rtdose
 from validators import assert_dciodvfy_clean, dciodvfy_executable
 
 
@@ -43,7 +43,7 @@ def plastimatch_dose(sample, tmp_path_factory):
 
 
 def test_agrees_with_plastimatch(aligned, plastimatch_dose):
-    from SegmentationQALib.core.geometry import VolumeGeometry
+    from DicomFidelityCommonLib.geometry import VolumeGeometry
 
     theirs = sitk.GetArrayFromImage(plastimatch_dose)
     assert VolumeGeometry.from_sitk(plastimatch_dose).is_close(aligned.geometry, 1e-3)

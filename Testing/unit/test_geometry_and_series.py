@@ -6,10 +6,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from SegmentationQALib.core import dicom_series
-from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError, WrongModalityError
-from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
-from SegmentationQALib.core.safe_write import atomic_output_dir, atomic_output_file
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, WrongModalityError
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DicomFidelityCommonLib.safe_write import atomic_output_dir, atomic_output_file
 
 
 def test_pixel_spacing_is_row_then_column():

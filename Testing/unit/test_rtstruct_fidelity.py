@@ -12,19 +12,19 @@ import pytest
 from matplotlib.path import Path as MplPath
 from skimage.draw import polygon as sk_polygon
 
-from SegmentationQALib.core.fidelity import (
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from SegmentationQALib.reference_series import write_reference_series
+from SegmentationQALib.rtstruct.contours import rasterize_contours, slice_contours
+from SegmentationQALib.rtstruct.fidelity import (
     FidelityGateError,
     FidelityThresholds,
     Verdict,
     check_rtstruct_fidelity,
     gate,
 )
-from SegmentationQALib.core.geometry import VolumeGeometry
-from SegmentationQALib.core.reference_series import write_reference_series
-from SegmentationQALib.core.report_rtstruct import write_fidelity_report
-from SegmentationQALib.core.rtstruct import read_rtstruct, write_rtstruct
-from SegmentationQALib.core.rtstruct_contours import rasterize_contours, slice_contours
-from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+from SegmentationQALib.rtstruct.io import read_rtstruct, write_rtstruct
+from SegmentationQALib.rtstruct.report import write_fidelity_report
+from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 from validators import assert_dciodvfy_clean
 
 REPO = Path(__file__).resolve().parents[2]

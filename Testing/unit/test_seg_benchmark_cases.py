@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from Benchmarks import seg_speed
-from SegmentationQALib.core import dicom_series
-from SegmentationQALib.core.geometry import VolumeGeometry
-from SegmentationQALib.core.seg_export import write_seg
-from SegmentationQALib.core.seg_options import SegExportOptions, SegType
-from SegmentationQALib.core.seg_read import load_seg
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from SegmentationQALib.seg.options import SegExportOptions, SegType
+from SegmentationQALib.seg.read import load_seg
+from SegmentationQALib.seg.write import write_seg
 from segtools import assert_same_seg, assert_same_voxels, dcmqi_segments
 from validators import assert_dciodvfy_clean
 

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from SegmentationQALib.core import dicom_series
-from SegmentationQALib.core.errors import (
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.errors import (
     EmptySegmentationError,
     FrameOfReferenceMismatchError,
     GeometryError,
@@ -19,12 +19,12 @@ from SegmentationQALib.core.errors import (
     OverlapError,
     WrongModalityError,
 )
-from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
-from SegmentationQALib.core.reference_series import ReferenceModality, choose_encoding, write_reference_series
-from SegmentationQALib.core.seg_export import write_seg
-from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
-from SegmentationQALib.core.seg_read import load_seg
-from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from SegmentationQALib.reference_series import ReferenceModality, choose_encoding, write_reference_series
+from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType
+from SegmentationQALib.seg.read import load_seg
+from SegmentationQALib.seg.write import write_seg
+from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 from segtools import assert_same_voxels, dcmqi_segments, three_hundred_overlapping_segments
 from validators import assert_dciodvfy_clean
 

@@ -12,14 +12,14 @@ import pydicom
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from SegmentationQALib.core import dicom_series
-from SegmentationQALib.core.geometry import VolumeGeometry
-from SegmentationQALib.core.seg_census import layer_census
-from SegmentationQALib.core.seg_export import write_seg
-from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
-from SegmentationQALib.core.seg_read import load_seg
-from SegmentationQALib.core.seg_stream import ParallelDeflateWriter
-from SegmentationQALib.core.segmentation import (
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.dicom.deflate import ParallelDeflateWriter
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from SegmentationQALib.seg.census import layer_census
+from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType
+from SegmentationQALib.seg.read import load_seg
+from SegmentationQALib.seg.write import write_seg
+from SegmentationQALib.segmentation import (
     CodedTerm,
     LayeredSegmentation,
     Segment,
@@ -234,8 +234,8 @@ def test_fast_writer_equals_highdicom_with_rich_metadata(ct3, tmp_path, seg_type
 @pytest.mark.parametrize("shape", [(4, 13, 21), (3, 7, 9)])
 def test_binary_fast_writer_on_grids_whose_frames_start_mid_byte(tmp_path, shape):
     """Columns not a multiple of 8 (like TotalSegmentator's 1.5 mm grids): frames share bytes in native 1-bit data."""
-    from SegmentationQALib.core.geometry import affine_from_dicom
-    from SegmentationQALib.core.reference_series import write_reference_series
+    from DicomFidelityCommonLib.geometry import affine_from_dicom
+    from SegmentationQALib.reference_series import write_reference_series
 
     geometry = VolumeGeometry(shape, affine_from_dicom([1, 2, 3], [1, 0, 0, 0, 1, 0], [0.8, 0.9], 2.0))
     series = write_reference_series(np.zeros(shape, np.int16), geometry, tmp_path / "ct")
@@ -263,7 +263,7 @@ def test_stream_progress_is_reported_on_the_calling_thread(tmp_path, deflated, m
 
     from pydicom.dataset import Dataset, FileMetaDataset
 
-    from SegmentationQALib.core import seg_stream
+    from SegmentationQALib.seg import stream_write as seg_stream
 
     monkeypatch.setattr(seg_stream, "PROGRESS_SECONDS", 0.01)
     ds = Dataset()
@@ -295,7 +295,7 @@ def test_failing_tail_leaves_no_file_and_no_threads(ct3, tmp_path, monkeypatch):
     """An error while frames are produced (on the producer thread) reaches the caller; nothing is written."""
     import threading
 
-    from SegmentationQALib.core import seg_fast_write
+    from SegmentationQALib.seg import streamed as seg_fast_write
 
     def broken(*args):
         yield memoryview(b"\x00" * 8)
@@ -313,7 +313,7 @@ def test_failing_tail_leaves_no_file_and_no_threads(ct3, tmp_path, monkeypatch):
 def test_paused_gc_nests_and_restores():
     import gc
 
-    from SegmentationQALib.core.runtime import paused_gc, with_paused_gc
+    from DicomFidelityCommonLib.runtime import paused_gc, with_paused_gc
 
     assert gc.isenabled()
     with paused_gc():
@@ -336,7 +336,7 @@ def test_paused_gc_nests_and_restores():
 def test_plain_elements_are_encoded_as_pydicom_encodes_them():
     from pydicom.dataelem import DataElement
 
-    from SegmentationQALib.core.seg_fast_write import _encode_element, _plain_element
+    from SegmentationQALib.seg.streamed import _encode_element, _plain_element
 
     utf8, latin1 = ["utf_8"], ["latin_1"]
     cases = [DataElement(0x00620004, "US", 7), DataElement(0x00620004, "US", 65535),

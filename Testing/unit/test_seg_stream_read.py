@@ -11,15 +11,16 @@ import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from test_seg_core import assert_same_loaded, sample_segs
 
-from SegmentationQALib.core import dicom_series
-from SegmentationQALib.core.errors import InvalidInputFileError
-from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
-from SegmentationQALib.core.reference_series import write_reference_series
-from SegmentationQALib.core.seg_export import write_seg
-from SegmentationQALib.core.seg_options import Compression, SegExportOptions, SegType
-from SegmentationQALib.core.seg_read import load_seg, read_seg_file
-from SegmentationQALib.core.seg_stream_read import InflatingReader, open_seg_stream
-from SegmentationQALib.core.segmentation import LayeredSegmentation, Segment
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.dicom.deflate import InflatingReader
+from DicomFidelityCommonLib.errors import InvalidInputFileError
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from SegmentationQALib.reference_series import write_reference_series
+from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType
+from SegmentationQALib.seg.read import load_seg, read_seg_file
+from SegmentationQALib.seg.stream_read import open_seg_stream
+from SegmentationQALib.seg.write import write_seg
+from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 from segtools import assert_same_voxels, dcmqi_segments, three_hundred_overlapping_segments
 
 NATIVE = Compression.NONE  # written uncompressed, then deflated here with pydicom (independent of our writer)

@@ -27,9 +27,9 @@ from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
-from .dicom_series import ImageSeries
-from .seg_census import SegmentationCensus
-from .segmentation import SLAB_SLICES, LayeredSegmentation
+from DicomFidelityCommonLib.dicom.series import ImageSeries
+from SegmentationQALib.seg.census import SegmentationCensus
+from SegmentationQALib.segmentation import SLAB_SLICES, LayeredSegmentation
 
 PER_FRAME_TAG = Tag("PerFrameFunctionalGroupsSequence")
 SEGMENT_SEQUENCE_TAG = Tag("SegmentSequence")

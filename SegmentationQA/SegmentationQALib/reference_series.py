@@ -16,10 +16,10 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from .dicom_series import ImageSeries
-from .errors import GeometryError
-from .geometry import VolumeGeometry
-from .safe_write import atomic_output_dir
+from DicomFidelityCommonLib.dicom.series import ImageSeries
+from DicomFidelityCommonLib.errors import GeometryError
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.safe_write import atomic_output_dir
 
 ProgressCallback = Callable[[float, str], None]
 

@@ -20,9 +20,9 @@ import threading
 import numpy as np
 from pydicom.dataset import Dataset
 
-from .geometry import VolumeGeometry, affine_from_dicom
-from .seg_stream_read import frames_dtype
-from .segmentation import LayeredSegmentation
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from SegmentationQALib.seg.stream_read import frames_dtype
+from SegmentationQALib.segmentation import LayeredSegmentation
 
 POSITION_TOLERANCE_MM = 1e-3
 LABELMAP_BATCH_BYTES = 8 << 20  # LABELMAP frames read per piece when streaming
@@ -323,7 +323,7 @@ def _assemble(ds, progress, geometry, frame_segments, frame_slices, numbers, ran
 def load_binary_fast(ds: Dataset, progress=None, pixels=None) -> LayeredSegmentation | None:
     """LayeredSegmentation of an uncompressed BINARY SEG, or None (no pixel byte read) when the fast path does
     not apply."""
-    from .seg_read import segment_from_description
+    from SegmentationQALib.seg.read import segment_from_description
 
     result = read_binary_layers(ds, progress, pixels)
     if result is None:
@@ -341,7 +341,7 @@ def load_labelmap_fast(ds: Dataset, progress=None, pixels=None) -> LayeredSegmen
     Skips highdicom's per-segment description validation, which dominates loading 1000-segment files. Streamed
     8/16-bit frames go straight into the layer; other streamed encodings are read whole and decoded by pydicom.
     """
-    from .seg_read import segment_from_description
+    from SegmentationQALib.seg.read import segment_from_description
 
     if ds.SegmentationType != "LABELMAP":
         return None

@@ -23,8 +23,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from .dicom_series import ImageSeries, read_image_series
-from .errors import (
+from DicomFidelityCommonLib.dicom.series import ImageSeries, read_image_series
+from DicomFidelityCommonLib.errors import (
     EmptySegmentationError,
     FrameOfReferenceMismatchError,
     GeometryError,
@@ -32,11 +32,11 @@ from .errors import (
     MissingTagError,
     WrongModalityError,
 )
-from .fidelity import SegmentContours, contour_segmentation
-from .geometry import VolumeGeometry, affine_from_dicom
-from .rtstruct_contours import rasterize_contours
-from .safe_write import atomic_output_file
-from .segmentation import LayeredSegmentation, Segment, default_color
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DicomFidelityCommonLib.safe_write import atomic_output_file
+from SegmentationQALib.rtstruct.contours import rasterize_contours
+from SegmentationQALib.rtstruct.fidelity import SegmentContours, contour_segmentation
+from SegmentationQALib.segmentation import LayeredSegmentation, Segment, default_color
 
 ProgressCallback = Callable[[float, str], None]
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"

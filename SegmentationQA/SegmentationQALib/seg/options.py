@@ -13,7 +13,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from .seg_stream import deflate_backend
+from DicomFidelityCommonLib.dicom.deflate import deflate_backend
 
 
 class SegType(enum.Enum):

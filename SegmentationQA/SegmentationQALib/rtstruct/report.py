@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .fidelity import FidelityResult, SegmentFidelity, Verdict
-from .geometry import VolumeGeometry
-from .safe_write import atomic_output_dir
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.safe_write import atomic_output_dir
+from SegmentationQALib.rtstruct.fidelity import FidelityResult, SegmentFidelity, Verdict
 
 CSV_COLUMNS = ("name", "verdict", "voxels_original", "voxels_lost", "voxels_gained", "volume_change_percent",
                "contour_volume_change_percent", "dice", "hd95_mm", "slices_affected", "islands", "holes", "contours",

@@ -12,9 +12,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from . import dicom_headers
-from .errors import GeometryError, InvalidInputFileError, MissingTagError, WrongModalityError
-from .geometry import VolumeGeometry, affine_from_dicom
+from DicomFidelityCommonLib.dicom import headers as dicom_headers
+from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, MissingTagError, WrongModalityError
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
 
 # Objects that sit in image folders but are not slices of the image series.
 NON_IMAGE_MODALITIES = {"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "SR", "KO", "PR", "REG"}

@@ -15,8 +15,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from SegmentationQALib.core.dicom_series import read_header, require
-from SegmentationQALib.core.errors import (
+from DicomFidelityCommonLib.dicom.series import read_header, require
+from DicomFidelityCommonLib.errors import (
     FrameOfReferenceMismatchError,
     GeometryError,
     InvalidInputFileError,
@@ -24,7 +24,7 @@ from SegmentationQALib.core.errors import (
     UnitsMismatchError,
     WrongModalityError,
 )
-from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 UNIFORM_TOLERANCE_MM = 1e-3

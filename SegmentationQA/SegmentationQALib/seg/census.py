@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .segmentation import SLAB_SLICES, LayeredSegmentation
+from SegmentationQALib.segmentation import SLAB_SLICES, LayeredSegmentation
 
 
 @dataclass

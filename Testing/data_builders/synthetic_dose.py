@@ -14,9 +14,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from SegmentationQALib.core.geometry import VolumeGeometry
-
-from .rtdose import RT_DOSE_STORAGE, format_ds
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DoseAlignmentLib.rtdose import RT_DOSE_STORAGE, format_ds
 
 Field = Callable[[np.ndarray], np.ndarray]  # LPS points (..., 3) -> values (...)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import VolumeGeometry
-from .safe_write import atomic_output_file
-from .segmentation import LayeredSegmentation
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.safe_write import atomic_output_file
+from SegmentationQALib.segmentation import LayeredSegmentation
 
 ALGORITHM_TYPE_TAG = "DicomFidelity.AlgorithmType"
 

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .geometry import VolumeGeometry
-from .rtstruct_contours import rasterize_contours, slice_contours
-from .segmentation import LayeredSegmentation
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from SegmentationQALib.rtstruct.contours import rasterize_contours, slice_contours
+from SegmentationQALib.segmentation import LayeredSegmentation
 
 ProgressCallback = Callable[[float, str], None]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SegmentationQALib.core.errors import EmptySegmentationError, GeometryError, InvalidInputFileError
-from SegmentationQALib.core.geometry import VolumeGeometry
-from SegmentationQALib.core.safe_write import atomic_output_dir
+from DicomFidelityCommonLib.errors import EmptySegmentationError, GeometryError, InvalidInputFileError
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.safe_write import atomic_output_dir
 
 ISODOSE_PERCENT = (10, 30, 50, 70, 90, 95)
 

@@ -11,13 +11,13 @@ import highdicom as hd
 import numpy as np
 import pydicom
 
-from .errors import GeometryError, InvalidInputFileError, WrongModalityError
-from .geometry import VolumeGeometry
-from .runtime import with_paused_gc
-from .seg_fast_read import expected_pixel_bytes, load_binary_fast, load_labelmap_fast
-from .seg_options import SegmentReport
-from .seg_stream_read import READ_ERRORS, SegStream, open_seg_stream
-from .segmentation import CodedTerm, LayeredSegmentation, Segment, SegmentTerminology
+from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, WrongModalityError
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.runtime import with_paused_gc
+from SegmentationQALib.seg.fast_read import expected_pixel_bytes, load_binary_fast, load_labelmap_fast
+from SegmentationQALib.seg.options import SegmentReport
+from SegmentationQALib.seg.stream_read import READ_ERRORS, SegStream, open_seg_stream
+from SegmentationQALib.segmentation import CodedTerm, LayeredSegmentation, Segment, SegmentTerminology
 
 ProgressCallback = Callable[[float, str], None]
 SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}

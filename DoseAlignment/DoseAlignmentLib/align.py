@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SegmentationQALib.core.dicom_series import ImageSeries, read_image_series
-from SegmentationQALib.core.errors import FrameOfReferenceMismatchError, GeometryError, InvalidInputFileError
-from SegmentationQALib.core.geometry import VolumeGeometry
-
-from .resample import (
+from DicomFidelityCommonLib.dicom.series import ImageSeries, read_image_series
+from DicomFidelityCommonLib.errors import FrameOfReferenceMismatchError, GeometryError, InvalidInputFileError
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DoseAlignmentLib.resample import (
     Direction,
     DoseStatistics,
     Interpolation,
@@ -29,7 +28,7 @@ from .resample import (
     resample_volume_to_dose,
     same_grid,
 )
-from .rtdose import DoseGrid, DoseUnits, check_summable, read_rtdose
+from DoseAlignmentLib.rtdose import DoseGrid, DoseUnits, check_summable, read_rtdose
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 

@@ -13,12 +13,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from SegmentationQALib.core.errors import GeometryError, InvalidInputFileError
-from SegmentationQALib.core.geometry import VolumeGeometry
-from SegmentationQALib.core.safe_write import atomic_output_file
-
-from .align import AlignmentResult
-from .rtdose import RT_DOSE_STORAGE, DoseUnits, format_ds
+from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
+from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.safe_write import atomic_output_file
+from DoseAlignmentLib.align import AlignmentResult
+from DoseAlignmentLib.rtdose import RT_DOSE_STORAGE, DoseUnits, format_ds
 
 VOLUME_FORMATS = {".nrrd": "NRRD", ".nhdr": "NRRD", ".nii": "NIfTI", ".nii.gz": "NIfTI", ".mha": "MetaImage"}
 ARRAY_FORMATS = (*VOLUME_FORMATS, ".npz")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import GeometryError
-from .geometry import VolumeGeometry
+from DicomFidelityCommonLib.errors import GeometryError
+from DicomFidelityCommonLib.geometry import VolumeGeometry
 
 
 @dataclass(frozen=True)

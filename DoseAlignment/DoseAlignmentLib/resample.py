@@ -18,10 +18,9 @@ from enum import Enum
 import numpy as np
 import SimpleITK as sitk
 
-from SegmentationQALib.core.errors import GeometryError
-from SegmentationQALib.core.geometry import VolumeGeometry, affine_from_dicom
-
-from .rtdose import DoseGrid
+from DicomFidelityCommonLib.errors import GeometryError
+from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DoseAlignmentLib.rtdose import DoseGrid
 
 Progress = Callable[[float, str], None]
 

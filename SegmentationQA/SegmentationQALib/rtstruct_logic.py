@@ -11,12 +11,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .core import dicom_series
-from .core.errors import ReferenceNotDicomError
-from .core.fidelity import FidelityResult, FidelityThresholds, Verdict, check_rtstruct_fidelity, gate
-from .core.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
-from .core.report_rtstruct import write_fidelity_report
-from .core.rtstruct import (
+from DicomFidelityCommonLib.dicom import series as dicom_series
+from DicomFidelityCommonLib.errors import ReferenceNotDicomError
+from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
+from SegmentationQALib.rtstruct.fidelity import (
+    FidelityResult,
+    FidelityThresholds,
+    Verdict,
+    check_rtstruct_fidelity,
+    gate,
+)
+from SegmentationQALib.rtstruct.io import (
     ReferenceImages,
     RtStructCheckResult,
     RtStructExportOptions,
@@ -28,6 +33,7 @@ from .core.rtstruct import (
     read_rtstruct_dataset,
     write_rtstruct,
 )
+from SegmentationQALib.rtstruct.report import write_fidelity_report
 
 ProgressCallback = Callable[[float, str], None]
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"

@@ -10,19 +10,18 @@ import highdicom as hd
 import numpy as np
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from .dicom_series import ImageSeries
-from .errors import (
+from DicomFidelityCommonLib.dicom.series import ImageSeries
+from DicomFidelityCommonLib.errors import (
     DicomFidelityError,
     EmptySegmentationError,
     FrameOfReferenceMismatchError,
     GeometryError,
     OverlapError,
 )
-from .runtime import with_paused_gc
-from .safe_write import atomic_output_file
-from .seg_census import segmentation_census
-from .seg_fast_write import fast_path_supported, finish_seg, iterate_tail, template_pixels
-from .seg_options import (
+from DicomFidelityCommonLib.runtime import with_paused_gc
+from DicomFidelityCommonLib.safe_write import atomic_output_file
+from SegmentationQALib.seg.census import segmentation_census
+from SegmentationQALib.seg.options import (
     Compression,
     SegExportOptions,
     SegExportResult,
@@ -31,8 +30,9 @@ from .seg_options import (
     default_compression,
     default_deflate_level,
 )
-from .seg_stream import write_with_tail
-from .segmentation import CodedTerm, LayeredSegmentation, Segment
+from SegmentationQALib.seg.stream_write import write_with_tail
+from SegmentationQALib.seg.streamed import fast_path_supported, finish_seg, iterate_tail, template_pixels
+from SegmentationQALib.segmentation import CodedTerm, LayeredSegmentation, Segment
 
 ProgressCallback = Callable[[float, str], None]
 

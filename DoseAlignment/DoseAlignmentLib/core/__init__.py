@@ -1,1 +1,0 @@
-"""Pure-Python dose core. Shared geometry, series reading and safe writing come from SegmentationQALib.core."""
