@@ -157,3 +157,20 @@ class VolumeGeometry:
             "affine_lps": self.affine_lps.tolist(),
             "spacing": self.spacing.tolist(),
         }
+
+
+def resample_labels(labels: np.ndarray, source: VolumeGeometry, target: VolumeGeometry) -> np.ndarray:
+    """Labels of ``source`` at the voxel centres of ``target``, nearest neighbour (SimpleITK), 0 outside.
+
+    The one label resampler of the project; the array itself (no copy) when the grids coincide.
+    """
+    import SimpleITK as sitk
+
+    if source.is_close(target, atol_mm=1e-4):
+        return labels
+    image = source.to_sitk(labels)
+    resampled = sitk.Resample(image, [int(target.shape[2]), int(target.shape[1]), int(target.shape[0])],
+                              sitk.Transform(), sitk.sitkNearestNeighbor,
+                              tuple(float(v) for v in target.origin_lps), tuple(float(v) for v in target.spacing),
+                              tuple(float(v) for v in target.direction.ravel()), 0, image.GetPixelID())
+    return sitk.GetArrayFromImage(resampled)

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from DicomFidelityCommonLib.dicom.series import ImageSeries, read_image_series
 from DicomFidelityCommonLib.errors import FrameOfReferenceMismatchError, GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.progress import no_progress
 from DoseAlignmentLib.resample import (
     Direction,
     DoseStatistics,
@@ -52,11 +53,6 @@ class Reference:
                 raise InvalidInputFileError("reference has no voxel data", self.source)
             self._array = np.asarray(self._loader(), dtype=np.float32)
         return self._array
-
-    @classmethod
-    def from_array(cls, array: np.ndarray, geometry: VolumeGeometry, frame_of_reference_uid: str | None = None,
-                   source: str | None = None) -> Reference:
-        return cls(geometry=geometry, frame_of_reference_uid=frame_of_reference_uid, source=source, _array=array)
 
 
 def is_volume_file(path: Path) -> bool:
@@ -181,7 +177,7 @@ def align(dose_paths: Sequence[str | Path] | Sequence[DoseGrid], reference: Refe
 
     ``load_reference`` also puts the reference voxels (HU) on the output grid (always done for ct-to-dose).
     """
-    progress = progress or (lambda fraction, message: None)
+    progress = progress or no_progress
     direction, interpolation = Direction(direction), Interpolation(interpolation)
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from DicomFidelityCommonLib.errors import EmptySegmentationError, GeometryError, InvalidInputFileError
-from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.geometry import VolumeGeometry, resample_labels
 from DicomFidelityCommonLib.safe_write import atomic_output_dir
 
 ISODOSE_PERCENT = (10, 30, 50, 70, 90, 95)
@@ -73,13 +73,10 @@ def read_labelmap(path: str | Path, geometry: VolumeGeometry) -> tuple[np.ndarra
             if f"Segment{n}_Name" in keys else f"label {image.GetMetaData(f'Segment{n}_LabelValue')}"
         n += 1
     warnings = []
-    if not VolumeGeometry.from_sitk(image).is_close(geometry, 1e-2):
+    labels, source = sitk.GetArrayFromImage(image), VolumeGeometry.from_sitk(image)
+    if not source.is_close(geometry, 1e-2):
         warnings.append(f"{path.name}: labelmap grid differs from the dose grid; resampled (nearest neighbour)")
-        resampler = sitk.ResampleImageFilter()
-        resampler.SetReferenceImage(geometry.to_sitk(np.zeros(geometry.shape, np.uint8)))
-        resampler.SetInterpolator(sitk.sitkNearestNeighbor)
-        image = resampler.Execute(image)
-    labels = sitk.GetArrayFromImage(image)
+        labels = resample_labels(labels, source, geometry)
     present = [int(v) for v in np.unique(labels) if v != 0]
     for value in present:
         names.setdefault(value, f"label {value}")

@@ -16,8 +16,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from DicomFidelityCommonLib.safe_write import atomic_output_file
+from DicomFidelityCommonLib.values import ds_texts
 from DoseAlignmentLib.align import AlignmentResult
-from DoseAlignmentLib.rtdose import RT_DOSE_STORAGE, DoseUnits, format_ds
+from DoseAlignmentLib.rtdose import RT_DOSE_STORAGE, DoseUnits
 
 VOLUME_FORMATS = {".nrrd": "NRRD", ".nhdr": "NRRD", ".nii": "NIfTI", ".nii.gz": "NIfTI", ".mha": "MetaImage"}
 ARRAY_FORMATS = (*VOLUME_FORMATS, ".npz")
@@ -161,9 +162,9 @@ def build_rtdose(dose: np.ndarray, geometry: VolumeGeometry, units: DoseUnits, d
     ds.InstanceNumber = 1
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
-    ds.ImagePositionPatient = format_ds(geometry.origin_lps, 6)
-    ds.ImageOrientationPatient = format_ds(geometry.image_orientation, 8)
-    ds.PixelSpacing = format_ds(geometry.pixel_spacing, 6)
+    ds.ImagePositionPatient = ds_texts(geometry.origin_lps, 6)
+    ds.ImageOrientationPatient = ds_texts(geometry.image_orientation, 8)
+    ds.PixelSpacing = ds_texts(geometry.pixel_spacing, 6)
     slice_step = float(np.dot(step, normal))
     ds.SliceThickness = f"{abs(slice_step):.6g}"
     ds.SamplesPerPixel = 1
@@ -171,7 +172,7 @@ def build_rtdose(dose: np.ndarray, geometry: VolumeGeometry, units: DoseUnits, d
     ds.Rows, ds.Columns = int(geometry.shape[1]), int(geometry.shape[2])
     ds.NumberOfFrames = int(geometry.shape[0])
     ds.FrameIncrementPointer = pydicom.tag.Tag("GridFrameOffsetVector")
-    ds.GridFrameOffsetVector = format_ds(np.arange(geometry.shape[0]) * slice_step, 6)
+    ds.GridFrameOffsetVector = ds_texts(np.arange(geometry.shape[0]) * slice_step, 6)
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15

@@ -7,7 +7,7 @@ LPS: every matrix crossing the boundary goes through LPS_TO_RAS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from vtk.util import numpy_support
 
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
+from DicomFidelityCommonLib.progress import ProgressCallback
 from DoseAlignmentLib.align import AlignmentResult, Reference, align
 from DoseAlignmentLib.dvh import DvhCurve, dvh_for_labels, write_report
 from DoseAlignmentLib.export import write_arrays, write_rtdose
@@ -24,7 +25,6 @@ from DoseAlignmentLib.resample import Direction, Interpolation
 from DoseAlignmentLib.rtdose import DoseGrid, DoseUnits
 from SegmentationQALib.logic import fillVolumeNode, parentTransformToWorldRas, transformToWorldRas, vtkMatrixToNumpy
 
-ProgressCallback = Callable[[float, str], None]
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"  # same attribute SegmentationQA sets
 DOSE_UNITS_ATTRIBUTE = "DoseAlignment.DoseUnits"
 SLICERRT_DOSE_UNIT_ATTRIBUTE = "DicomRtImport.DoseUnitName"

@@ -31,16 +31,6 @@ UNIFORM_TOLERANCE_MM = 1e-3
 UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def format_ds(values, decimals: int = 6) -> list[str]:
-    """Decimal String values at fixed precision, never over DICOM's 16 characters."""
-    out = []
-    for value in np.atleast_1d(np.asarray(values, dtype=float)):
-        text = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
-        text = "0" if text in ("", "-0", "-") else text
-        out.append(text if len(text) <= 16 else f"{value:.10g}")
-    return out
-
-
 class DoseUnits(str, Enum):
     GY = "GY"
     RELATIVE = "RELATIVE"

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from SegmentationQALib.rtstruct import RtStructExportOptions
 from SegmentationQALib.rtstruct.fidelity import FidelityGateError, FidelityThresholds, Verdict
-from SegmentationQALib.rtstruct.io import RtStructExportOptions
 
 GATE_EXIT_CODE = 3
 

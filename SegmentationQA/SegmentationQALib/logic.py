@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from DicomFidelityCommonLib.errors import (
     WrongModalityError,
 )
 from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
 from DicomFidelityCommonLib.safe_write import atomic_output_file
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
@@ -45,15 +45,11 @@ from SegmentationQALib.seg.write import write_seg
 from SegmentationQALib.seg_nrrd import ALGORITHM_TYPE_TAG, write_seg_nrrd
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment, SegmentTerminology
 
-ProgressCallback = Callable[[float, str], None]
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
 LABEL_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
-
-def _noProgress(fraction: float, message: str) -> None:
-    pass
 
 
 def _suffix(path: Path) -> str:
@@ -456,7 +452,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         first (into ``outputDir/reference``); otherwise this raises ReferenceNotDicomError. Nothing is left in
         ``outputDir`` when anything fails.
         """
-        progress = progress or _noProgress
+        progress = progress or no_progress
         options = options or SegExportOptions()
         start = time.perf_counter()
         outputDir = Path(outputDir)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLi
 from DicomFidelityCommonLib.dicom.series import ImageSeries
 from DicomFidelityCommonLib.errors import GeometryError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.safe_write import atomic_output_dir
-
-ProgressCallback = Callable[[float, str], None]
+from DicomFidelityCommonLib.values import ds_text
 
 
 class ReferenceModality(enum.Enum):
@@ -78,15 +77,6 @@ def choose_encoding(volume: np.ndarray) -> PixelEncoding:
     return PixelEncoding(np.dtype(np.int16), float(f"{slope:.10g}"), float(f"{intercept:.10g}"))
 
 
-def _ds_string(value: float) -> str:
-    """A decimal string that fits DICOM's 16-character DS limit with as much precision as possible."""
-    for digits in range(12, 3, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.4g}"
-
-
 def write_reference_series(
     volume: np.ndarray,
     geometry: VolumeGeometry,
@@ -100,7 +90,7 @@ def write_reference_series(
     Returns the written series (headers in slice order), ready to be a SEG/RTSTRUCT reference.
     """
     info = info or PatientStudyInfo()
-    progress = progress or (lambda fraction, message: None)
+    progress = progress or no_progress
     if tuple(volume.shape) != tuple(geometry.shape):
         raise GeometryError(f"volume shape {volume.shape} does not match geometry {geometry.shape}")
     direction = geometry.direction
@@ -167,12 +157,12 @@ def write_reference_series(
             ds.PatientOrientation = ""
             ds.FrameOfReferenceUID = frame_of_reference_uid
             ds.PositionReferenceIndicator = ""
-            ds.ImagePositionPatient = [_ds_string(float(v)) for v in positions[k]]
-            ds.ImageOrientationPatient = [_ds_string(v) for v in geometry.image_orientation]
-            ds.PixelSpacing = [_ds_string(dy), _ds_string(dx)]
-            ds.SliceThickness = _ds_string(dz)
-            ds.SpacingBetweenSlices = _ds_string(dz)
-            ds.SliceLocation = _ds_string(float(np.dot(positions[k], geometry.slice_normal)))
+            ds.ImagePositionPatient = [ds_text(float(v)) for v in positions[k]]
+            ds.ImageOrientationPatient = [ds_text(v) for v in geometry.image_orientation]
+            ds.PixelSpacing = [ds_text(dy), ds_text(dx)]
+            ds.SliceThickness = ds_text(dz)
+            ds.SpacingBetweenSlices = ds_text(dz)
+            ds.SliceLocation = ds_text(float(np.dot(positions[k], geometry.slice_normal)))
             ds.SamplesPerPixel = 1
             ds.PhotometricInterpretation = "MONOCHROME2"
             ds.Rows, ds.Columns = int(geometry.shape[1]), int(geometry.shape[2])
@@ -180,10 +170,10 @@ def write_reference_series(
             ds.BitsStored = 16
             ds.HighBit = 15
             ds.PixelRepresentation = 1 if encoding.dtype == np.int16 else 0
-            ds.RescaleIntercept = _ds_string(encoding.intercept)
-            ds.RescaleSlope = _ds_string(encoding.slope)
-            ds.WindowCenter = _ds_string((window_low + window_high) / 2)
-            ds.WindowWidth = _ds_string(max(1.0, window_high - window_low))
+            ds.RescaleIntercept = ds_text(encoding.intercept)
+            ds.RescaleSlope = ds_text(encoding.slope)
+            ds.WindowCenter = ds_text((window_low + window_high) / 2)
+            ds.WindowWidth = ds_text(max(1.0, window_high - window_low))
             if modality == ReferenceModality.CT:
                 ds.RescaleType = "HU"
                 ds.KVP = ""

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from DicomFidelityCommonLib.dicom import series as dicom_series
 from DicomFidelityCommonLib.errors import ReferenceNotDicomError
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
-from SegmentationQALib.rtstruct.fidelity import (
-    FidelityResult,
-    FidelityThresholds,
-    Verdict,
-    check_rtstruct_fidelity,
-    gate,
-)
-from SegmentationQALib.rtstruct.io import (
+from SegmentationQALib.rtstruct import (
     ReferenceImages,
     RtStructCheckResult,
     RtStructExportOptions,
@@ -33,14 +26,17 @@ from SegmentationQALib.rtstruct.io import (
     read_rtstruct_dataset,
     write_rtstruct,
 )
+from SegmentationQALib.rtstruct.fidelity import (
+    FidelityResult,
+    FidelityThresholds,
+    Verdict,
+    check_rtstruct_fidelity,
+    gate,
+)
 from SegmentationQALib.rtstruct.report import write_fidelity_report
 
-ProgressCallback = Callable[[float, str], None]
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
 
-
-def _noProgress(fraction: float, message: str) -> None:
-    pass
 
 
 class RtStructLogicMixin:
@@ -73,7 +69,7 @@ class RtStructLogicMixin:
                               planesFromRtStruct=None, progress: ProgressCallback | None = None) -> FidelityResult:
         """Per segment, what an RTSTRUCT export on the reference planes keeps (the segmentation on its own grid)."""
         start = time.perf_counter()
-        progress = progress or _noProgress
+        progress = progress or no_progress
         reference, image, geometry = self.rtStructReference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
         warnings: list[str] = []
         layered = self.layeredSegmentationFromNode(segmentationNode, None, warnings)
@@ -105,7 +101,7 @@ class RtStructLogicMixin:
         FidelityGateError, nothing written) when a segment is that bad. A reference volume not loaded from DICOM
         is written as a new series into ``outputDir/reference`` with ``exportReference``."""
         start = time.perf_counter()
-        progress = progress or _noProgress
+        progress = progress or no_progress
         outputDir = Path(outputDir)
         reference, image, geometry = self.rtStructReference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
         if reference is None and not exportReference:

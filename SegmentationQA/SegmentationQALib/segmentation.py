@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from DicomFidelityCommonLib.errors import GeometryError
-from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.geometry import VolumeGeometry, resample_labels
 
 
 @dataclass(frozen=True)
@@ -210,18 +210,14 @@ class LayeredSegmentation:
         Returns the result and how many source voxels change label when the result is mapped back to the source
         grid (0 when the grids coincide up to a flip or a crop/pad that loses nothing).
         """
-        import SimpleITK as sitk
-
         if self.geometry.is_close(geometry):
             return self, 0
         layers, changed = [], 0
         for layer in self.layers:
-            source = self.geometry.to_sitk(layer)
-            target = geometry.to_sitk(np.zeros(geometry.shape, dtype=layer.dtype))
-            forward = sitk.Resample(source, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
-            back = sitk.Resample(forward, source, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
-            changed += int(np.count_nonzero(sitk.GetArrayViewFromImage(back) != layer))
-            layers.append(sitk.GetArrayFromImage(forward))
+            forward = resample_labels(layer, self.geometry, geometry)
+            back = resample_labels(forward, geometry, self.geometry)
+            changed += int(np.count_nonzero(back != layer))
+            layers.append(forward)
         return LayeredSegmentation(geometry, layers, list(self.segments)), changed
 
     def subset(self, indices: Sequence[int]) -> LayeredSegmentation:
@@ -239,6 +235,43 @@ class LayeredSegmentation:
             for v in values
         ]
         return cls(geometry, [labels], segments)
+
+
+class LayerPlacer:
+    """Puts masks, possibly overlapping, into as few label layers as possible: each into the first layer where it
+    overlaps nothing (Slicer's shared-labelmap rule), a new layer when none is free. Layers are uint8: a layer takes
+    up to 255 masks. Every mask gets a (layer, label value), an empty one too (a value with no voxels)."""
+
+    def __init__(self, shape: Sequence[int]):
+        self.shape = tuple(int(s) for s in shape)
+        self.layers: list[np.ndarray] = []
+        self._used: list[int] = []  # the highest label value handed out per layer
+
+    def place(self, block: np.ndarray | None, offset: Sequence[int] = (0, 0, 0)) -> tuple[int, int]:
+        """Place the boolean ``block`` whose first voxel is at ``offset`` (slice, row, column); None is empty."""
+        box = tuple(slice(o, o + s) for o, s in zip(offset, block.shape)) if block is not None else None
+        for index, layer in enumerate(self.layers):
+            label = self._used[index] + 1
+            if label > np.iinfo(layer.dtype).max:
+                continue
+            if box is not None:
+                target = layer[box]
+                if np.any(target[block]):
+                    continue
+                target[block] = label
+            self._used[index] = label
+            return index, label
+        self.layers.append(np.zeros(self.shape, dtype=np.uint8))
+        self._used.append(1)
+        if box is not None:
+            self.layers[-1][box][block] = 1
+        return len(self.layers) - 1, 1
+
+    def finish(self) -> list[np.ndarray]:
+        """The layers (at least one, empty when nothing was placed)."""
+        if not self.layers:
+            self.layers.append(np.zeros(self.shape, dtype=np.uint8))
+        return self.layers
 
 
 def label_counts(labels: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:

@@ -26,8 +26,8 @@ from conftest import shared_data_dir  # noqa: E402
 
 from DicomFidelityCommonLib.geometry import VolumeGeometry  # noqa: E402
 from SegmentationQALib.reference_series import write_reference_series  # noqa: E402
+from SegmentationQALib.rtstruct import write_rtstruct  # noqa: E402
 from SegmentationQALib.rtstruct.fidelity import check_rtstruct_fidelity, resample_labels  # noqa: E402
-from SegmentationQALib.rtstruct.io import write_rtstruct  # noqa: E402
 from SegmentationQALib.segmentation import LayeredSegmentation  # noqa: E402
 
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"

@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from DicomFidelityCommonLib.geometry import VolumeGeometry
-from DoseAlignmentLib.rtdose import RT_DOSE_STORAGE, format_ds
+from DicomFidelityCommonLib.values import ds_texts
+from DoseAlignmentLib.rtdose import RT_DOSE_STORAGE
 
 Field = Callable[[np.ndarray], np.ndarray]  # LPS points (..., 3) -> values (...)
 
@@ -87,8 +88,8 @@ def write_rtdose(path: str | Path, field: Field, image_position: Sequence[float]
     _common(ds, study_uid or generate_uid(), frame_of_reference_uid, "RTDOSE")
     ds.OperatorsName = ""
     ds.InstanceNumber = 1
-    ds.ImagePositionPatient = format_ds(position, 6)
-    ds.ImageOrientationPatient = format_ds(orientation, 10)
+    ds.ImagePositionPatient = ds_texts(position, 6)
+    ds.ImageOrientationPatient = ds_texts(orientation, 10)
     ds.PixelSpacing = [dy, dx]
     ds.SliceThickness = f"{float(np.abs(np.diff(offsets)).min()) if offsets.size > 1 else 1.0:.6g}"
     ds.SamplesPerPixel = 1
@@ -97,7 +98,7 @@ def write_rtdose(path: str | Path, field: Field, image_position: Sequence[float]
     ds.NumberOfFrames = len(offsets)
     ds.FrameIncrementPointer = 0x3004000C
     written = position[2] + offsets * normal[2] if absolute_offsets else offsets
-    ds.GridFrameOffsetVector = format_ds(written, 6)
+    ds.GridFrameOffsetVector = ds_texts(written, 6)
     ds.BitsAllocated = bits
     ds.BitsStored = bits
     ds.HighBit = bits - 1
@@ -157,8 +158,8 @@ def write_ct_series(folder: str | Path, geometry: VolumeGeometry, frame_of_refer
         ds.KVP = "120"
         ds.AcquisitionNumber = 1
         position = geometry.index_to_lps([0, 0, k])
-        ds.ImagePositionPatient = format_ds(position, 6)
-        ds.ImageOrientationPatient = format_ds(geometry.image_orientation, 8)
+        ds.ImagePositionPatient = ds_texts(position, 6)
+        ds.ImageOrientationPatient = ds_texts(geometry.image_orientation, 8)
         ds.PixelSpacing = [float(v) for v in geometry.pixel_spacing]
         ds.SliceThickness = f"{geometry.spacing[2]:.6g}"
         ds.SamplesPerPixel = 1

@@ -14,6 +14,7 @@ from skimage.draw import polygon as sk_polygon
 
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from SegmentationQALib.reference_series import write_reference_series
+from SegmentationQALib.rtstruct import read_rtstruct, write_rtstruct
 from SegmentationQALib.rtstruct.contours import rasterize_contours, slice_contours
 from SegmentationQALib.rtstruct.fidelity import (
     FidelityGateError,
@@ -22,7 +23,6 @@ from SegmentationQALib.rtstruct.fidelity import (
     check_rtstruct_fidelity,
     gate,
 )
-from SegmentationQALib.rtstruct.io import read_rtstruct, write_rtstruct
 from SegmentationQALib.rtstruct.report import write_fidelity_report
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 from validators import assert_dciodvfy_clean

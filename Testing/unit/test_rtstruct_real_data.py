@@ -7,8 +7,8 @@ import pydicom
 import pytest
 
 from DicomFidelityCommonLib.errors import InvalidInputFileError, WrongModalityError
+from SegmentationQALib.rtstruct import IssueKind, check_rtstruct, read_rtstruct, write_rtstruct
 from SegmentationQALib.rtstruct.fidelity import check_rtstruct_fidelity
-from SegmentationQALib.rtstruct.io import IssueKind, check_rtstruct, read_rtstruct, write_rtstruct
 from validators import assert_dciodvfy_clean
 
 
@@ -133,7 +133,7 @@ def test_bad_input_names_the_file(shared_data, tmp_path):
 
 def test_failed_export_leaves_nothing(round_trip, tmp_path, monkeypatch):
     _, first, fidelity, _, _ = round_trip
-    import SegmentationQALib.rtstruct.io as module
+    import SegmentationQALib.rtstruct.write as module
 
     def broken(*args, **kwargs):
         raise OSError("disk full")

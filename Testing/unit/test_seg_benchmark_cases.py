@@ -11,7 +11,7 @@ import pytest
 from Benchmarks import seg_speed
 from DicomFidelityCommonLib.dicom import series as dicom_series
 from DicomFidelityCommonLib.geometry import VolumeGeometry
-from SegmentationQALib.seg.options import SegExportOptions, SegType
+from SegmentationQALib.seg.options import SegExportOptions, SegReader, SegType, SegWriter
 from SegmentationQALib.seg.read import load_seg
 from SegmentationQALib.seg.write import write_seg
 from segtools import assert_same_seg, assert_same_voxels, dcmqi_segments
@@ -40,11 +40,11 @@ def test_fast_paths_equal_highdicom_on_benchmark_cases(cases, tmp_path, name):
     seg_type = SegType[built[name]["seg_type"]]
     options = SegExportOptions(seg_type=seg_type)
     fast = write_seg(layered, series, tmp_path / "fast.dcm", options)
-    slow = write_seg(layered, series, tmp_path / "slow.dcm", options, fast=False)
+    slow = write_seg(layered, series, tmp_path / "slow.dcm", options, writer=SegWriter.HIGHDICOM)
     assert (fast.writer, slow.writer) == ("streamed", "highdicom")
     assert_same_seg(fast.seg_path, slow.seg_path)
     assert_dciodvfy_clean([fast.seg_path])
-    ours, reference = load_seg(fast.seg_path), load_seg(slow.seg_path, fast=False)
+    ours, reference = load_seg(fast.seg_path), load_seg(slow.seg_path, reader=SegReader.HIGHDICOM)
     assert "decode_assemble" in ours.timings and "decode_assemble" not in reference.timings
     loaded_equals_input(layered, ours, f"{name} fast")
     loaded_equals_input(layered, reference, f"{name} highdicom")

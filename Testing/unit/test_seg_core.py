@@ -21,7 +21,7 @@ from DicomFidelityCommonLib.errors import (
 )
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
 from SegmentationQALib.reference_series import ReferenceModality, choose_encoding, write_reference_series
-from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType
+from SegmentationQALib.seg.options import Compression, SegExportOptions, SegReader, SegType
 from SegmentationQALib.seg.read import load_seg
 from SegmentationQALib.seg.write import write_seg
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment
@@ -214,7 +214,7 @@ def assert_same_loaded(fast, reference, what):
 def test_fast_binary_reader_matches_highdicom_on_samples(shared_data):
     used_fast = 0
     for path in sample_segs(shared_data):
-        fast, reference = load_seg(path), load_seg(path, fast=False)
+        fast, reference = load_seg(path), load_seg(path, reader=SegReader.HIGHDICOM)
         used_fast += "decode_assemble" in fast.timings
         assert_same_loaded(fast, reference, path)
     assert used_fast >= 8  # uncompressed BINARY and patient-space LABELMAP samples take the fast path
@@ -227,7 +227,7 @@ def test_fast_binary_reader_many_overlapping_segments(shared_data, tmp_path):
     counts = layered.voxel_counts()
     kept = [i for i, count in enumerate(counts) if count]
     result = write_seg(layered, series, tmp_path / "many.dcm", SegExportOptions(seg_type=SegType.BINARY))
-    fast, reference = load_seg(result.seg_path), load_seg(result.seg_path, fast=False)
+    fast, reference = load_seg(result.seg_path), load_seg(result.seg_path, reader=SegReader.HIGHDICOM)
     assert "decode_assemble" in fast.timings
     assert_same_loaded(fast, reference, "many")
     for out_index, in_index in enumerate(kept):

@@ -16,7 +16,7 @@ from DicomFidelityCommonLib.dicom import series as dicom_series
 from DicomFidelityCommonLib.dicom.deflate import ParallelDeflateWriter
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from SegmentationQALib.seg.census import layer_census
-from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType
+from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType, SegWriter
 from SegmentationQALib.seg.read import load_seg
 from SegmentationQALib.seg.write import write_seg
 from SegmentationQALib.segmentation import (
@@ -58,7 +58,7 @@ def test_binary_fast_writer_equals_highdicom(ct3, tmp_path, compression):
     layered = many_segments(ct3, 120, 3, seed=3)
     options = SegExportOptions(seg_type=SegType.BINARY, compression=compression)
     fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
-    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
+    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, writer=SegWriter.HIGHDICOM)
     assert (fast.writer, slow.writer) == ("streamed", "highdicom")
     assert fast.file_size_bytes and len(fast.segments) == len(slow.segments) == 120 - len(range(5, 120, 17))
     assert any("empty" in w for w in fast.warnings)
@@ -97,7 +97,7 @@ def test_labelmap_fast_writer_equals_highdicom(ct3, tmp_path, values):
     layered = LayeredSegmentation(ct3.geometry, layers, segments)
     options = SegExportOptions(seg_type=SegType.LABELMAP)
     fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
-    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
+    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, writer=SegWriter.HIGHDICOM)
     assert fast.compression == "deflate" and (fast.writer, slow.writer) == ("streamed", "highdicom")
     assert_same_seg(fast.seg_path, slow.seg_path)
     ds = pydicom.dcmread(fast.seg_path)
@@ -214,7 +214,7 @@ def test_fast_writer_equals_highdicom_with_rich_metadata(ct3, tmp_path, seg_type
     options = SegExportOptions(seg_type=seg_type, content_description="Lebersegmente, größte zuerst",
                                content_creator_name="Müller^Jörg", series_description="Überblick 肝臓")
     fast = write_seg(layered, ct3, tmp_path / "fast.dcm", options)
-    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, fast=False)
+    slow = write_seg(layered, ct3, tmp_path / "slow.dcm", options, writer=SegWriter.HIGHDICOM)
     assert_same_seg(fast.seg_path, slow.seg_path)
     assert_dciodvfy_clean([fast.seg_path])
     ds = pydicom.dcmread(fast.seg_path)
@@ -246,7 +246,7 @@ def test_binary_fast_writer_on_grids_whose_frames_start_mid_byte(tmp_path, shape
     for compression in (Compression.DEFLATE, Compression.NONE):
         options = SegExportOptions(seg_type=SegType.BINARY, compression=compression)
         fast = write_seg(layered, series, tmp_path / f"fast-{compression.value}.dcm", options)
-        slow = write_seg(layered, series, tmp_path / f"slow-{compression.value}.dcm", options, fast=False)
+        slow = write_seg(layered, series, tmp_path / f"slow-{compression.value}.dcm", options, writer=SegWriter.HIGHDICOM)
         assert (fast.writer, slow.writer) == ("streamed", "highdicom")
         assert_same_seg(fast.seg_path, slow.seg_path)
         assert_dciodvfy_clean([fast.seg_path])

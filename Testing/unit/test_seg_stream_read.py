@@ -16,7 +16,7 @@ from DicomFidelityCommonLib.dicom.deflate import InflatingReader
 from DicomFidelityCommonLib.errors import InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
 from SegmentationQALib.reference_series import write_reference_series
-from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType
+from SegmentationQALib.seg.options import Compression, SegExportOptions, SegReader, SegType
 from SegmentationQALib.seg.read import load_seg, read_seg_file
 from SegmentationQALib.seg.stream_read import open_seg_stream
 from SegmentationQALib.seg.write import write_seg
@@ -38,7 +38,7 @@ def deflated_copy(source, target, edit=None):
 def test_streaming_matches_highdicom_on_native_and_deflated_samples(shared_data, tmp_path):
     streamed = 0
     for n, path in enumerate(sample_segs(shared_data)):
-        reference = load_seg(path, fast=False)
+        reference = load_seg(path, reader=SegReader.HIGHDICOM)
         if reference.seg_type == "FRACTIONAL":
             continue
         deflated = deflated_copy(path, tmp_path / f"deflated{n}.dcm")
@@ -50,7 +50,7 @@ def test_streaming_matches_highdicom_on_native_and_deflated_samples(shared_data,
             assert "decode_assemble" in fast.timings, candidate
             assert_same_loaded(fast, reference, candidate)
             streamed += 1
-        assert_same_loaded(load_seg(deflated, fast=False), reference, deflated)
+        assert_same_loaded(load_seg(deflated, reader=SegReader.HIGHDICOM), reference, deflated)
         whole = read_seg_file(deflated)  # streamed header + the rest: the same dataset dcmread gives
         assert whole == pydicom.dcmread(deflated) and whole.PixelData == pydicom.dcmread(path).PixelData
     assert streamed >= 16
@@ -78,7 +78,7 @@ def test_broken_deflate_streams_and_short_pixel_data_raise(shared_data, tmp_path
     cases["corrupt.dcm"] = bytes(corrupt)
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
-        for read in (load_seg, read_seg_file, lambda p: load_seg(p, fast=False)):
+        for read in (load_seg, read_seg_file, lambda p: load_seg(p, reader=SegReader.HIGHDICOM)):
             with pytest.raises(InvalidInputFileError, match=f"{name}.*(deflate|truncated)"):
                 read(tmp_path / name)
 
@@ -94,7 +94,7 @@ def test_broken_deflate_streams_and_short_pixel_data_raise(shared_data, tmp_path
 def test_frames_not_grouped_by_segment_fall_back_to_whole_read(shared_data, tmp_path):
     """Frames interleaved across segments: read at once, still the same voxels as highdicom on the original."""
     path = shared_data / "dcmqi/segmentations/partial_overlaps.dcm"
-    reference = load_seg(path, fast=False)
+    reference = load_seg(path, reader=SegReader.HIGHDICOM)
 
     def interleave(ds):
         size = int(ds.Rows) * int(ds.Columns) // 8
@@ -123,7 +123,7 @@ def test_many_overlapping_segments_deflated(shared_data, tmp_path):
     options = SegExportOptions(seg_type=SegType.BINARY, compression=NATIVE)
     native = write_seg(layered, series, tmp_path / "many.dcm", options).seg_path
     deflated = deflated_copy(native, tmp_path / "many_deflated.dcm")
-    reference = load_seg(native, fast=False)
+    reference = load_seg(native, reader=SegReader.HIGHDICOM)
     fast = load_seg(deflated)
     assert "decode_assemble" in fast.timings and len(fast.layered.segments) == len(kept)
     assert_same_loaded(fast, reference, "many deflated")

@@ -86,31 +86,3 @@ def rasterize_contours(contours: Sequence[np.ndarray], shape: tuple[int, int]) -
     np.add.at(change, (span_row, c1), -1)
     result[:] = np.cumsum(change[:, :cols], axis=1) > 0
     return result
-
-
-def polygon_area(contour: np.ndarray) -> float:
-    """Unsigned area (shoelace) of a closed polygon, in the units of its coordinates squared."""
-    x, y = contour[:, 0], contour[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-def even_odd_area(contours: Sequence[np.ndarray]) -> float:
-    """Area enclosed by non-crossing contours under the even-odd rule: nesting depth decides add or subtract."""
-    if not contours:
-        return 0.0
-    depths = nesting_depths(contours)
-    return float(sum(polygon_area(c) * (1 if d % 2 == 0 else -1) for c, d in zip(contours, depths)))
-
-
-def nesting_depths(contours: Sequence[np.ndarray]) -> list[int]:
-    """How many other contours enclose each contour (0 = outer/island, odd = hole); contours must not cross."""
-    from matplotlib.path import Path
-
-    if len(contours) == 1:
-        return [0]
-    paths = [Path(c) for c in contours]
-    depths = []
-    for index, contour in enumerate(contours):
-        probe = contour[:1]
-        depths.append(sum(1 for other, path in enumerate(paths) if other != index and path.contains_point(probe[0])))
-    return depths

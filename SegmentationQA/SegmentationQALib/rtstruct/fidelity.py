@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.geometry import VolumeGeometry, resample_labels
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from SegmentationQALib.rtstruct.contours import rasterize_contours, slice_contours
 from SegmentationQALib.segmentation import LayeredSegmentation
-
-ProgressCallback = Callable[[float, str], None]
 
 
 class Verdict(enum.Enum):
@@ -164,18 +162,6 @@ class FidelityResult:
         }
 
 
-def resample_labels(labels: np.ndarray, source: VolumeGeometry, target: VolumeGeometry) -> np.ndarray:
-    """Nearest-neighbour labels of ``source`` at the voxel centres of ``target`` (0 outside)."""
-    if source.is_close(target, atol_mm=1e-4):
-        return labels
-    ijk = np.linalg.inv(source.affine_lps) @ target.affine_lps  # target (i,j,k) -> source (i,j,k)
-    flip = np.eye(4)[[2, 1, 0, 3]]
-    kji = flip @ ijk @ flip
-    # order=0 rounds to the nearest source voxel; a tiny bias keeps exact half-way points deterministic.
-    return ndimage.affine_transform(labels, kji[:3, :3], offset=kji[:3, 3] + 1e-7, output_shape=target.shape,
-                                    order=0, mode="grid-constant", cval=0)
-
-
 def _object_slices(labels: np.ndarray) -> list:
     if labels.dtype.kind not in "ui":
         labels = labels.astype(np.int64)
@@ -227,7 +213,7 @@ def contour_segmentation(layered: LayeredSegmentation, reference: VolumeGeometry
 
 
 def _contour_all(layered, reference, progress, keep_roundtrip):
-    progress = progress or (lambda fraction, message: None)
+    progress = progress or no_progress
     contours: list[SegmentContours | None] = [None] * len(layered.segments)
     per_layer = {}
     total = max(1, len(layered.segments))
@@ -302,7 +288,7 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
                             progress: ProgressCallback | None = None, pictures: bool = True) -> FidelityResult:
     """Predict, per segment, what an RTSTRUCT export on ``reference`` keeps (see the module docstring)."""
     thresholds = thresholds or FidelityThresholds()
-    progress = progress or (lambda fraction, message: None)
+    progress = progress or no_progress
     started = time.perf_counter()
     source = layered.geometry
     same_grid = source.is_close(reference, atol_mm=1e-4)

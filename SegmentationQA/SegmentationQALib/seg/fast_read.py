@@ -21,6 +21,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from SegmentationQALib.seg.describe import segment_from_description
 from SegmentationQALib.seg.stream_read import frames_dtype
 from SegmentationQALib.segmentation import LayeredSegmentation
 
@@ -323,8 +324,6 @@ def _assemble(ds, progress, geometry, frame_segments, frame_slices, numbers, ran
 def load_binary_fast(ds: Dataset, progress=None, pixels=None) -> LayeredSegmentation | None:
     """LayeredSegmentation of an uncompressed BINARY SEG, or None (no pixel byte read) when the fast path does
     not apply."""
-    from SegmentationQALib.seg.read import segment_from_description
-
     result = read_binary_layers(ds, progress, pixels)
     if result is None:
         return None
@@ -341,8 +340,6 @@ def load_labelmap_fast(ds: Dataset, progress=None, pixels=None) -> LayeredSegmen
     Skips highdicom's per-segment description validation, which dominates loading 1000-segment files. Streamed
     8/16-bit frames go straight into the layer; other streamed encodings are read whole and decoded by pydicom.
     """
-    from SegmentationQALib.seg.read import segment_from_description
-
     if ds.SegmentationType != "LABELMAP":
         return None
     numbers = {int(item.SegmentNumber) for item in ds.SegmentSequence}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,13 +12,14 @@ import pydicom
 
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, WrongModalityError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
+from SegmentationQALib.seg.describe import segment_from_description
 from SegmentationQALib.seg.fast_read import expected_pixel_bytes, load_binary_fast, load_labelmap_fast
-from SegmentationQALib.seg.options import SegmentReport
+from SegmentationQALib.seg.options import SegmentReport, SegReader
 from SegmentationQALib.seg.stream_read import READ_ERRORS, SegStream, open_seg_stream
-from SegmentationQALib.segmentation import CodedTerm, LayeredSegmentation, Segment, SegmentTerminology
+from SegmentationQALib.segmentation import LayeredSegmentation, LayerPlacer
 
-ProgressCallback = Callable[[float, str], None]
 SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
 FRACTIONAL_THRESHOLD = 0.5
 
@@ -40,72 +40,6 @@ class LoadedSeg:
         counts = self.layered.voxel_counts()
         return [SegmentReport(number, s.name, count, s.segment_id)
                 for number, (s, count) in enumerate(zip(self.layered.segments, counts), start=1)]
-
-
-def _term(item) -> CodedTerm:
-    return CodedTerm(str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.CodeMeaning))
-
-
-def segment_from_description(item, layer: int, label_value: int) -> Segment:
-    """Name, colour, terminology and algorithm of one SegmentSequence item."""
-    category = _term(item.SegmentedPropertyCategoryCodeSequence[0])
-    type_item = item.SegmentedPropertyTypeCodeSequence[0]
-    modifier = None
-    if "SegmentedPropertyTypeModifierCodeSequence" in type_item and type_item.SegmentedPropertyTypeModifierCodeSequence:
-        modifier = _term(type_item.SegmentedPropertyTypeModifierCodeSequence[0])
-    region = region_modifier = None
-    if "AnatomicRegionSequence" in item and item.AnatomicRegionSequence:
-        region_item = item.AnatomicRegionSequence[0]
-        region = _term(region_item)
-        if "AnatomicRegionModifierSequence" in region_item and region_item.AnatomicRegionModifierSequence:
-            region_modifier = _term(region_item.AnatomicRegionModifierSequence[0])
-    color = (0.5, 0.5, 0.5)
-    if "RecommendedDisplayCIELabValue" in item:
-        rgb = hd.color.CIELabColor.from_dicom_value(list(item.RecommendedDisplayCIELabValue)).to_rgb()
-        color = tuple(float(c) / 255.0 for c in rgb)
-    algorithm_name = None
-    if "SegmentationAlgorithmIdentificationSequence" in item and item.SegmentationAlgorithmIdentificationSequence:
-        algorithm_name = str(item.SegmentationAlgorithmIdentificationSequence[0].get("AlgorithmName", "")) or None
-    number = int(item.SegmentNumber)
-    return Segment(
-        name=str(item.get("SegmentLabel", f"Segment {number}")),
-        layer=layer,
-        label_value=label_value,
-        color=color,
-        terminology=SegmentTerminology(category, _term(type_item), modifier, region, region_modifier),
-        segment_id=f"Segment_{number}",
-        algorithm_type=str(item.get("SegmentAlgorithmType", "MANUAL")),
-        algorithm_name=algorithm_name,
-    )
-
-
-def pack_masks_into_layers(masks, shape) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-    """Put possibly overlapping masks into as few label layers as possible (as Slicer's shared labelmaps do).
-
-    ``masks`` yields boolean arrays; returns the layers and, per mask, its (layer, label value).
-    """
-    layers: list[np.ndarray] = []
-    next_value: list[int] = []
-    placement = []
-    for mask in masks:
-        target = None
-        for index, layer in enumerate(layers):
-            if next_value[index] < np.iinfo(layer.dtype).max and not layer[mask].any():
-                target = index
-                break
-        if target is None:
-            layers.append(np.zeros(shape, dtype=np.uint8))
-            next_value.append(1)
-            target = len(layers) - 1
-        value = next_value[target]
-        if value > 255 and layers[target].dtype == np.uint8:
-            layers[target] = layers[target].astype(np.uint16)
-        layers[target][mask] = value
-        next_value[target] += 1
-        placement.append((target, value))
-    if not layers:
-        layers.append(np.zeros(shape, dtype=np.uint8))
-    return layers, placement
 
 
 def read_seg_file(path: str | Path) -> pydicom.Dataset:
@@ -198,16 +132,17 @@ def geometry_from_hd_volume(volume) -> VolumeGeometry:
 
 
 @with_paused_gc
-def load_seg(path: str | Path, progress: ProgressCallback | None = None, fast: bool = True) -> LoadedSeg:
+def load_seg(path: str | Path, progress: ProgressCallback | None = None,
+             reader: SegReader = SegReader.BULK) -> LoadedSeg:
     """Read any patient-space SEG. Fractional segments are thresholded at 0.5 (with a warning).
 
-    ``fast`` uses the bulk BINARY / LABELMAP readers (seg_fast_read) where they apply; highdicom otherwise. Both
-    give the same voxels and metadata (tested on every sample SEG). For native files (plain or deflated) the fast
+    SegReader.BULK uses the bulk BINARY / LABELMAP readers (seg.fast_read) where they apply, highdicom otherwise;
+    SegReader.HIGHDICOM always highdicom. Both give the same voxels and metadata (tested on every sample SEG). For native files (plain or deflated) the fast
     readers take the pixel data from the file piece by piece (seg_stream_read), never all of it at once.
     """
-    progress = progress or (lambda fraction, message: None)
+    progress = progress or no_progress
     start = time.perf_counter()
-    if fast:
+    if reader == SegReader.BULK:
         stream = open_seg_header(path)
         if stream is not None:  # native: the pixel data is read piece by piece while decoding
             with stream:
@@ -262,7 +197,9 @@ def load_seg(path: str | Path, progress: ProgressCallback | None = None, fast: b
             masks = (array[..., i] >= FRACTIONAL_THRESHOLD for i in range(array.shape[-1]))
         else:
             masks = (array[..., i] > 0 for i in range(array.shape[-1]))
-        layers, placement = pack_masks_into_layers(masks, geometry.shape)
+        placer = LayerPlacer(geometry.shape)
+        placement = [placer.place(mask) for mask in masks]
+        layers = placer.finish()
         segments = [segment_from_description(items[n], layer, value) for n, (layer, value) in zip(numbers, placement)]
         layered = LayeredSegmentation(geometry, layers, segments)
     timings["assemble"] = time.perf_counter() - t

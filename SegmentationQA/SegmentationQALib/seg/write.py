@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import highdicom as hd
@@ -18,105 +17,40 @@ from DicomFidelityCommonLib.errors import (
     GeometryError,
     OverlapError,
 )
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
 from DicomFidelityCommonLib.safe_write import atomic_output_file
 from SegmentationQALib.seg.census import segmentation_census
+from SegmentationQALib.seg.describe import segment_description
 from SegmentationQALib.seg.options import (
     Compression,
     SegExportOptions,
     SegExportResult,
     SegmentReport,
     SegType,
+    SegWriter,
     default_compression,
     default_deflate_level,
 )
 from SegmentationQALib.seg.stream_write import write_with_tail
 from SegmentationQALib.seg.streamed import fast_path_supported, finish_seg, iterate_tail, template_pixels
-from SegmentationQALib.segmentation import CodedTerm, LayeredSegmentation, Segment
+from SegmentationQALib.segmentation import LayeredSegmentation
 
-ProgressCallback = Callable[[float, str], None]
-
-# Used when a segment has no terminology: what Slicer itself assigns to a new segment.
-DEFAULT_CATEGORY = CodedTerm("85756007", "SCT", "Tissue")
-DEFAULT_TYPE = CodedTerm("85756007", "SCT", "Tissue")
-MAX_LO_LENGTH = 64
 # highdicom >= 0.28 validates the character set it copies from the source (an empty one fails); older ones
 # (Slicer 5.12 bundles 0.27) take no such argument.
 CHARACTER_SET_ARGUMENT = (
     {"specific_character_set": "ISO_IR 192"}
     if tuple(int(p) for p in hd.__version__.split(".")[:2]) >= (0, 28) else {}
 )
-ALGORITHM_FAMILY = hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence")  # CID 7162
 
-
-def _code(term: CodedTerm, shared: dict | None = None) -> hd.sr.CodedConcept:
-    """The code for ``term``; with ``shared``, one object per distinct term across an export's segments (cheaper
-    to build, and encoded once: seg_fast_write.encode_segment_sequence). Never modified once made."""
-    key = (term.value, term.scheme, term.meaning[:MAX_LO_LENGTH])
-    if shared is not None and key in shared:
-        return shared[key]
-    code = hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=term.meaning[:MAX_LO_LENGTH])
-    if shared is not None:
-        shared[key] = code
-    return code
-
-
-def rgb_to_cielab(color) -> hd.color.CIELabColor:
-    rgb = tuple(int(round(min(1.0, max(0.0, float(c))) * 255)) for c in color[:3])
-    return hd.color.CIELabColor.from_rgb(*rgb) if hasattr(hd.color.CIELabColor, "from_rgb") else hd.color.CIELabColor(*rgb)
-
-
-def segment_description(number: int, segment: Segment, options: SegExportOptions,
-                        shared: dict | None = None) -> tuple[hd.seg.SegmentDescription, list[str]]:
-    """Highdicom description of one segment, and the warnings its defaults caused. ``shared`` (one dict per
-    export) lets segments with the same codes or algorithm share those items."""
-    warnings = []
-    label = segment.name or f"Segment {number}"
-    if len(label) > MAX_LO_LENGTH:
-        warnings.append(f"segment {number} name truncated to {MAX_LO_LENGTH} characters")
-        label = label[:MAX_LO_LENGTH]
-    terminology = segment.terminology
-    if terminology is None or terminology.is_generic_default():  # Slicer's placeholder means "not chosen"
-        warnings.append(f"segment {number} ({label!r}) has no terminology; exported as {DEFAULT_TYPE.meaning} "
-                        f"({DEFAULT_TYPE.scheme} {DEFAULT_TYPE.value})")
-        category, type_, modifier, region, region_modifier = DEFAULT_CATEGORY, DEFAULT_TYPE, None, None, None
-    else:
-        category, type_ = terminology.category, terminology.type
-        modifier, region = terminology.type_modifier, terminology.anatomic_region
-        region_modifier = terminology.anatomic_region_modifier
-    algorithm_type = hd.seg.SegmentAlgorithmTypeValues((segment.algorithm_type or options.algorithm_type).upper())
-    algorithm = None
-    if algorithm_type != hd.seg.SegmentAlgorithmTypeValues.MANUAL:
-        name = (segment.algorithm_name or options.algorithm_name)[:MAX_LO_LENGTH]
-        key = ("algorithm", name, options.algorithm_version)
-        algorithm = shared.get(key) if shared is not None else None
-        if algorithm is None:
-            algorithm = hd.AlgorithmIdentificationSequence(name=name, version=options.algorithm_version,
-                                                           family=ALGORITHM_FAMILY)
-            if shared is not None:
-                shared[key] = algorithm
-    # A code that gets a modifier below is this segment's own: shared items are never modified.
-    type_code = _code(type_, None if modifier is not None else shared)
-    region_code = None
-    if region is not None:
-        region_code = _code(region, None if region_modifier is not None else shared)
-    description = hd.seg.SegmentDescription(
-        segment_number=number,
-        segment_label=label,
-        segmented_property_category=_code(category, shared),
-        segmented_property_type=type_code,
-        algorithm_type=algorithm_type,
-        algorithm_identification=algorithm,
-        anatomic_regions=[region_code] if region_code is not None else None,
-        display_color=rgb_to_cielab(segment.color),
-    )
-    if modifier is not None:
-        # highdicom has no argument for the type modifier; it is a plain sub-sequence of the property type.
-        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-            _code(modifier, shared)]
-    if region_code is not None and region_modifier is not None:
-        description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [_code(region_modifier, shared)]
-    return description, warnings
+def choose_writer(layered: LayeredSegmentation, seg_type: SegType, transfer_syntax_uid: str,
+                  requested: SegWriter | None = None) -> SegWriter:
+    """The one place a writer is chosen: the streamed writer wherever it builds the object (native pixel data,
+    uncompressed or deflated), highdicom for the encapsulated syntaxes or when asked for."""
+    if requested == SegWriter.HIGHDICOM:
+        return SegWriter.HIGHDICOM
+    supported = fast_path_supported(layered, seg_type.value.upper(), transfer_syntax_uid)
+    return SegWriter.STREAMED if supported else SegWriter.HIGHDICOM
 
 
 def resolve_seg_type(requested: SegType, overlapping: bool, path_hint: str | None = None) -> SegType:
@@ -193,15 +127,15 @@ def write_seg(
     output_path: str | Path,
     options: SegExportOptions | None = None,
     progress: ProgressCallback | None = None,
-    fast: bool = True,
+    writer: SegWriter | None = None,
 ) -> SegExportResult:
     """Export ``layered`` (already on the reference grid) as one DICOM SEG file, atomically.
 
-    ``fast`` streams native (uncompressed or deflated) frames through seg_fast_write; otherwise, and for the
-    encapsulated syntaxes, highdicom builds every frame. Both write the same object (tested).
+    ``writer`` None lets choose_writer pick (the streamed writer wherever it applies); SegWriter.HIGHDICOM forces
+    highdicom's full build, the reference the streamed writer is tested against.
     """
     options = options or SegExportOptions()
-    progress = progress or (lambda fraction, message: None)
+    progress = progress or no_progress
     timings: dict[str, float] = {}
     start = time.perf_counter()
     check_reference(layered, reference, options)
@@ -234,7 +168,7 @@ def write_seg(
     progress(0.2, "encoding frames")
     t = time.perf_counter()
     transfer_syntax = compression.transfer_syntax_uid
-    fast = fast and fast_path_supported(layered, seg_type.value.upper(), transfer_syntax)
+    fast = choose_writer(layered, seg_type, transfer_syntax, writer) == SegWriter.STREAMED
     seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
     finished = finish_seg(seg, layered, reference, census, overlapping) if fast else None
     if finished is not None:
@@ -269,5 +203,5 @@ def write_seg(
         warnings=warnings,
         timings=timings,
         file_size_bytes=output_path.stat().st_size,
-        writer="streamed" if fast else "highdicom",
+        writer=(SegWriter.STREAMED if fast else SegWriter.HIGHDICOM).value,
     )
