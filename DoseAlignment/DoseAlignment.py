@@ -1,5 +1,6 @@
 """DoseAlignment: RTDOSE onto the CT grid (and back) with every geometry rule right. Thin Slicer shell over
-DoseAlignmentLib (logic.py for MRML, core/ for the work); keep behaviour there so it is tested without the GUI."""
+DoseAlignmentLib (logic.py for MRML, the rest pure Python); behaviour lives there so it is tested without the GUI.
+At load time it imports only what Slicer bundles; the rest is installed on first use, before any action."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from DicomFidelityCommonLib.dependencies import ensure_installed
 from DicomFidelityCommonLib.errors import DicomFidelityError
-from DoseAlignmentLib.logic import DoseAlignmentMRMLLogic
-from DoseAlignmentLib.resample import Direction, Interpolation
+
+DIRECTIONS = ("dose-to-ct", "ct-to-dose")  # DoseAlignmentLib.resample.Direction values (tested equal)
+INTERPOLATIONS = ("linear", "nearest", "bspline")  # DoseAlignmentLib.resample.Interpolation values (tested equal)
 
 
 class DoseAlignment(ScriptedLoadableModule):
@@ -30,7 +33,7 @@ class DoseAlignment(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "DoseAlignment"
         self.parent.categories = ["Radiotherapy"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["DicomFidelityCommon"]
         self.parent.contributors = ["DicomFidelity contributors"]
         self.parent.helpText = (
             "Resample RTDOSE onto a CT grid (or the CT onto the dose grid) honouring orientation, non-uniform and "
@@ -45,17 +48,32 @@ class DoseAlignmentParameterNode:
 
     referenceVolume: vtkMRMLScalarVolumeNode
     registration: vtkMRMLTransformNode
-    direction: str = Direction.DOSE_TO_CT.value
-    interpolation: str = Interpolation.LINEAR.value
+    direction: str = DIRECTIONS[0]
+    interpolation: str = INTERPOLATIONS[0]
     outsideValue: float = 0.0
 
 
-class DoseAlignmentLogic(ScriptedLoadableModuleLogic, DoseAlignmentMRMLLogic):
-    """The module logic: all behaviour lives in DoseAlignmentMRMLLogic."""
+class DoseAlignmentLogic(ScriptedLoadableModuleLogic):
+    """The console entry point: every method of DoseAlignmentLib.logic.DoseAlignmentMRMLLogic (resampleDose,
+    exportAligned, computeDvh, ...) on slicer.mrmlScene, made on first use after the packages it needs are installed."""
 
     def __init__(self, scene=None):
         ScriptedLoadableModuleLogic.__init__(self)
-        DoseAlignmentMRMLLogic.__init__(self, scene if scene is not None else slicer.mrmlScene)
+        self._scene, self._mrmlLogic = scene, None
+
+    @property
+    def mrmlLogic(self):
+        if self._mrmlLogic is None:
+            ensure_installed()
+            from DoseAlignmentLib.logic import DoseAlignmentMRMLLogic
+
+            self._mrmlLogic = DoseAlignmentMRMLLogic(self._scene if self._scene is not None else slicer.mrmlScene)
+        return self._mrmlLogic
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.mrmlLogic, name)
 
 
 class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -71,10 +89,10 @@ class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DoseAlignmentLogic()
-        for direction in Direction:
-            self.ui.directionComboBox.addItem(direction.value)
-        for interpolation in Interpolation:
-            self.ui.interpolationComboBox.addItem(interpolation.value)
+        for direction in DIRECTIONS:
+            self.ui.directionComboBox.addItem(direction)
+        for interpolation in INTERPOLATIONS:
+            self.ui.interpolationComboBox.addItem(interpolation)
         self.ui.doseFilesBrowseButton.connect("clicked(bool)", self.onBrowseDose)
         self.ui.resampleButton.connect("clicked(bool)", self.onResample)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
@@ -103,6 +121,7 @@ class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         doses = [p for p in self.ui.doseFilesLineEdit.text.split(";") if p.strip()] or \
             ([self.ui.doseNodeSelector.currentNode()] if self.ui.doseNodeSelector.currentNode() else [])
         with slicer.util.tryWithErrorDisplay("Dose alignment failed.", waitCursor=True):
+            ensure_installed()
             if not doses:
                 raise DicomFidelityError("choose RTDOSE files or a dose volume")
             self.doseNode, referenceNode, result = self.logic.resampleDose(
@@ -115,6 +134,7 @@ class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExport(self):
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            ensure_installed()
             path = self.ui.exportPathLineEdit.currentPath
             referencePath = None
             if not path.lower().endswith(".npz"):
@@ -124,14 +144,12 @@ class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExportRtDose(self):
         with slicer.util.tryWithErrorDisplay("RTDOSE export failed.", waitCursor=True):
+            ensure_installed()
             self._show({"rtdose": self.logic.exportRtDose(self.ui.rtDosePathLineEdit.currentPath)})
 
     def onDvh(self):
         with slicer.util.tryWithErrorDisplay("DVH failed.", waitCursor=True):
-            try:
-                import matplotlib  # noqa: F401
-            except ImportError:
-                slicer.util.pip_install("matplotlib")
+            ensure_installed()
             segments = self.ui.segmentationSelector.currentNode()
             labelmap = segments
             if segments is not None and segments.IsA("vtkMRMLSegmentationNode"):
@@ -157,10 +175,17 @@ class DoseAlignmentTest(ScriptedLoadableModuleTest):
         self.test_LinearDoseOnNonUniformGrid()
 
     def test_LinearDoseOnNonUniformGrid(self):
+        import sys
+
         from pydicom.uid import generate_uid
 
-        from data_builders import synthetic_dose as synthetic
         from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+
+        testing = Path(__file__).resolve().parents[1] / "Testing"  # test data builders live with the tests
+        if not testing.is_dir():
+            self.fail(f"the self-test needs the repository's Testing folder ({testing})")
+        sys.path.insert(0, str(testing))
+        from data_builders import synthetic_dose as synthetic
 
         self.delayDisplay("Writing synthetic CT and RTDOSE")
         folder = Path(tempfile.mkdtemp(prefix="DoseAlignmentTest"))

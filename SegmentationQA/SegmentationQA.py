@@ -1,13 +1,12 @@
 """SegmentationQA: export segmentations as DICOM SEG / RTSTRUCT without silent data loss.
 
-The Slicer shell only: module metadata, the panel (.ui + parameter node), a Logic that mixes in the MRML logic,
-and the self-test. Everything else lives in SegmentationQALib (logic.py, core/) and is tested without the GUI.
+The Slicer shell only: module metadata, the panel (.ui + parameter node), the console Logic (which hands every call
+to SegmentationQALib.logic), the DICOM plugin and the self-test. At load time it imports only what Slicer bundles;
+everything else (Resources/requirements.txt of DicomFidelityCommon) is installed on first use, before any action.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import tempfile
 from pathlib import Path
 
@@ -23,23 +22,16 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from DicomFidelityCommonLib.dependencies import ensure_installed
+
 MODULE_DIR = Path(__file__).resolve().parent
+SEG_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}  # Segmentation, Label Map Seg.
+SEG_PLUGIN_CONFIDENCE = 0.99  # above the 0.95 of Slicer 5.12's own DICOMSegmentationPlugin
 
 
 def ensureDependencies() -> None:
-    """Install what Slicer does not bundle (Resources/requirements.txt) on first use, after asking.
-
-    isal (ISA-L deflate: SEG compression 5-40x faster than zlib, tested equal output) is installed with the rest;
-    on its own it is optional (the zlib fallback writes the same standard stream), so its absence is only logged.
-    """
-    missing = [name for name in ("highdicom", "pydicom") if importlib.util.find_spec(name) is None]
-    if missing:
-        if not slicer.util.confirmOkCancelDisplay(f"SegmentationQA needs {', '.join(missing)}. Install them now?"):
-            raise ImportError(f"SegmentationQA needs {', '.join(missing)}")
-        slicer.util.pip_install(["-r", str(MODULE_DIR / "Resources" / "requirements.txt")])
-    elif importlib.util.find_spec("isal") is None:
-        logging.info("SegmentationQA: isal is not installed, so DICOM SEG deflate uses zlib (slower); "
-                     "slicer.util.pip_install('isal') to speed it up")
+    """Install what Slicer does not bundle (after asking) before any action: panel buttons, DICOM plugin, logic."""
+    ensure_installed()
 
 
 class SegmentationQA(ScriptedLoadableModule):
@@ -47,7 +39,7 @@ class SegmentationQA(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "SegmentationQA"
         self.parent.categories = ["DicomFidelity"]
-        self.parent.dependencies = ["Segmentations"]
+        self.parent.dependencies = ["DicomFidelityCommon", "Segmentations"]
         self.parent.contributors = ["DicomFidelity contributors"]
         self.parent.helpText = (
             "Export segmentations as DICOM SEG (BINARY or LABELMAP, lossless), load SEG fast, and see per segment "
@@ -57,11 +49,11 @@ class SegmentationQA(ScriptedLoadableModule):
 
 
 def registerDicomPlugin() -> None:
-    """Let the DICOM browser load SEG through the fast path (offered next to other SEG plugins)."""
-    try:
-        from DICOMLib import DICOMLoadable, DICOMPlugin
-    except ImportError:  # no DICOM module in this application
+    """Let the DICOM browser load SEG through the fast path. It outranks Slicer's own dcmqi-based SEG plugin (0.95)
+    for the SEG it can load (patient space), so users are not offered two loadables for one series."""
+    if not hasattr(slicer.modules, "dicom"):  # an application without the DICOM module
         return
+    from DICOMLib import DICOMLoadable, DICOMPlugin
 
     class DICOMSegmentationQAPlugin(DICOMPlugin):
         def __init__(self):
@@ -69,19 +61,24 @@ def registerDicomPlugin() -> None:
             self.loadType = "DICOM SEG (SegmentationQA fast path)"
             self.tags["modality"] = "0008,0060"
             self.tags["seriesDescription"] = "0008,103e"
+            self.tags["sopClassUID"] = "0008,0016"
+            self.tags["frameOfReferenceUID"] = "0020,0052"
 
         def examine(self, fileLists):
             loadables = []
             for files in fileLists:
                 for path in files:
-                    if slicer.dicomDatabase.fileValue(path, self.tags["modality"]) != "SEG":
+                    value = slicer.dicomDatabase.fileValue
+                    if value(path, self.tags["modality"]) != "SEG" or not value(path, self.tags["frameOfReferenceUID"]):
+                        continue  # slide-space SEGs have no frame of reference; Slicer's plugin may take them
+                    if value(path, self.tags["sopClassUID"]) not in SEG_SOP_CLASSES:
                         continue
                     loadable = DICOMLoadable()
                     loadable.files = [path]
                     loadable.name = slicer.dicomDatabase.fileValue(path, self.tags["seriesDescription"]) or "Segmentation"
                     loadable.tooltip = "Loaded by SegmentationQA's fast reader (names, colours, terminology kept)"
                     loadable.selected = True
-                    loadable.confidence = 0.9
+                    loadable.confidence = SEG_PLUGIN_CONFIDENCE
                     loadables.append(loadable)
             return loadables
 
@@ -245,21 +242,23 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCheckRtStruct(self) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("RTSTRUCT fidelity check failed.", waitCursor=True):
+            ensureDependencies()
             dialog, progress = self._progressDialog("Checking RTSTRUCT fidelity")
             try:
-                result = self.logic.checkRtStructFidelity(p.segmentation, p.referenceVolume, progress=progress,
+                result = self.logic.rtstruct.checkFidelity(p.segmentation, p.referenceVolume, progress=progress,
                                                           reportDir=Path(p.outputDirectory) / "rtstruct-report")
             finally:
                 dialog.close()
-            self._fillFidelityTable(self.logic.rtStructVerdictTable(result))
+            self._fillFidelityTable(self.logic.rtstruct.verdictTable(result))
             self._showResult(f"Fidelity report written to {Path(p.outputDirectory) / 'rtstruct-report'}.",
                              result.warnings)
 
     def onExportRtStruct(self) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("RTSTRUCT export failed.", waitCursor=True):
-            result = self.logic.checkRtStructFidelity(p.segmentation, p.referenceVolume)
-            rows = self.logic.rtStructVerdictTable(result)
+            ensureDependencies()
+            result = self.logic.rtstruct.checkFidelity(p.segmentation, p.referenceVolume)
+            rows = self.logic.rtstruct.verdictTable(result)
             self._fillFidelityTable(rows)
             lossy = [row["name"] for row in rows if row.get("verdict") != "lossless"]
             if lossy and not slicer.util.confirmOkCancelDisplay(
@@ -270,7 +269,7 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             exportReference = self._referenceNeedsExport()
             dialog, progress = self._progressDialog("Exporting RTSTRUCT")
             try:
-                written, _ = self.logic.exportRtStruct(p.segmentation, p.referenceVolume, p.outputDirectory,
+                written, _ = self.logic.rtstruct.export(p.segmentation, p.referenceVolume, p.outputDirectory,
                                                        exportReference=exportReference, progress=progress)
             finally:
                 dialog.close()
@@ -282,18 +281,28 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.setText(text)
 
 
-def _mrmlLogicClass():
-    from SegmentationQALib.logic import SegmentationQAMRMLLogic
-
-    return SegmentationQAMRMLLogic
-
-
-class SegmentationQALogic(ScriptedLoadableModuleLogic, _mrmlLogicClass()):
-    """The console entry point: every method of SegmentationQAMRMLLogic on slicer.mrmlScene."""
+class SegmentationQALogic(ScriptedLoadableModuleLogic):
+    """The console entry point: every method of SegmentationQALib.logic.SegmentationQAMRMLLogic (exportDicomSeg,
+    loadDicomSeg, rtstruct.checkFidelity, ...) on slicer.mrmlScene. The MRML logic is made on first use, after the
+    packages it needs are installed, so creating this object (as the panel does) installs nothing."""
 
     def __init__(self, scene=None, segmentationsLogic=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        _mrmlLogicClass().__init__(self, scene, segmentationsLogic)
+        self._scene, self._segmentationsLogic, self._mrmlLogic = scene, segmentationsLogic, None
+
+    @property
+    def mrmlLogic(self):
+        if self._mrmlLogic is None:
+            ensureDependencies()
+            from SegmentationQALib.logic import SegmentationQAMRMLLogic
+
+            self._mrmlLogic = SegmentationQAMRMLLogic(self._scene, self._segmentationsLogic)
+        return self._mrmlLogic
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.mrmlLogic, name)
 
 
 class SegmentationQATest(ScriptedLoadableModuleTest):

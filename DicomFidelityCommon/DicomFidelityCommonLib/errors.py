@@ -54,3 +54,11 @@ class ReferenceNotDicomError(DicomFidelityError):
 
 class UnitsMismatchError(DicomFidelityError):
     """Dose objects that cannot be combined (units, type)."""
+
+
+class MissingDependencyError(DicomFidelityError):
+    """A package the operation needs is not installed (Slicer bundles only some; the rest install on first use)."""
+
+
+class GateRefusedError(DicomFidelityError):
+    """The inputs are valid but a quality gate the user set refused the operation (e.g. --fail-on lossy)."""

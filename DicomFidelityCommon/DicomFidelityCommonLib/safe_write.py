@@ -54,3 +54,21 @@ def atomic_output_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def safe_file_name(name: str, fallback: str = "segmentation") -> str:
+    """A node or structure name made safe as a file name (letters, digits, '-' and '_')."""
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+    return cleaned or fallback
+
+
+def free_name(folder: str | Path, name: str) -> str:
+    """``name``, or ``name`` with a counter (``a_2.seg.dcm``), so an output never overwrites an earlier one."""
+    folder = Path(folder)
+    if not (folder / name).exists():
+        return name
+    stem, dot, rest = name.partition(".")
+    counter = 2
+    while (folder / f"{stem}_{counter}{dot}{rest}").exists():
+        counter += 1
+    return f"{stem}_{counter}{dot}{rest}"

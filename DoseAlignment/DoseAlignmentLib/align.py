@@ -16,12 +16,11 @@ import SimpleITK as sitk
 from DicomFidelityCommonLib.dicom.series import ImageSeries, read_image_series
 from DicomFidelityCommonLib.errors import FrameOfReferenceMismatchError, GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
-from DicomFidelityCommonLib.progress import no_progress
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DoseAlignmentLib.resample import (
     Direction,
     DoseStatistics,
     Interpolation,
-    Progress,
     dose_statistics,
     inside_geometry,
     resample_dose,
@@ -164,7 +163,7 @@ class AlignmentResult:
             "fraction_outside": self.statistics.fraction_dose_voxels_outside_reference,
             "statistics": self.statistics.to_json(),
             "warnings": list(self.warnings),
-            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()},
         })
         return result
 
@@ -172,7 +171,7 @@ class AlignmentResult:
 def align(dose_paths: Sequence[str | Path] | Sequence[DoseGrid], reference: Reference | str | Path,
           direction: Direction | str = Direction.DOSE_TO_CT, interpolation: Interpolation | str = Interpolation.LINEAR,
           outside_value: float = 0.0, reference_outside_value: float = -1000.0, registration: np.ndarray | None = None,
-          load_reference: bool = False, progress: Progress | None = None) -> AlignmentResult:
+          load_reference: bool = False, progress: ProgressCallback | None = None) -> AlignmentResult:
     """Read, check, resample and sum. ``registration`` maps dose-frame LPS points to reference-frame points.
 
     ``load_reference`` also puts the reference voxels (HU) on the output grid (always done for ct-to-dose).

@@ -4,30 +4,26 @@
                        --output FILE(.nrrd | .nii.gz | .npz) [--direction dose-to-ct | ct-to-dose]
                        [--interpolation linear|nearest|bspline] [--json RESULT.json]
 
-Progress goes to stderr; on a bad input the exit code is 2 with a one-line error naming the file, and nothing is written.
+The contract (exit codes, the one `error:` line, --json keys) is DicomFidelityCommonLib.cli's; on a bad input nothing
+is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # Run as a file (`Slicer --no-main-window --python-script .../cli.py ...`): make the packages importable. In an
-    # installed extension both libraries sit in one qt-scripted-modules folder; in the source tree they are siblings.
-    _here = Path(__file__).resolve().parent
-    sys.path[:0] = [str(_here.parent), str(_here.parent.parent / "SegmentationQA")]
-    __package__ = "DoseAlignmentLib"
-    import DoseAlignmentLib  # noqa: F401
+if __package__ in (None, ""):  # run as a script: the libraries sit beside this one (installed) or in sibling folders
+    _root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(p) for p in (_root, _root.parent / "DicomFidelityCommon") if p.is_dir()]
 
+from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments, exit_from_app, run_command  # noqa: E402
 from DicomFidelityCommonLib.errors import DicomFidelityError  # noqa: E402
-from DicomFidelityCommonLib.safe_write import atomic_output_file  # noqa: E402
 from DoseAlignmentLib.align import align, read_registration  # noqa: E402
 from DoseAlignmentLib.dvh import dvh_for_labels, read_labelmap, write_report  # noqa: E402
-from DoseAlignmentLib.export import output_format, publish, write_arrays, write_rtdose  # noqa: E402
+from DoseAlignmentLib.export import output_format, write_arrays, write_rtdose  # noqa: E402
 from DoseAlignmentLib.resample import Direction, Interpolation  # noqa: E402
 
 
@@ -47,20 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--labelmap", help="labelmap on the reference (NRRD/NIfTI/.seg.nrrd) for the DVH report")
     resample.add_argument("--report", help="folder for an HTML report: DVH CSV and PNG, isodose overlay")
     resample.add_argument("--compress", action="store_true", help="compress NRRD/NIfTI/npz outputs (smaller, slower)")
-    resample.add_argument("--json", help="write the result (outputs, units, max dose in/out, warnings, timings) here")
-    resample.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_common_arguments(resample)
+    resample.set_defaults(func=run_resample)
     return parser
 
 
-def _progress(quiet: bool):
-    def report(fraction: float, message: str) -> None:
-        if not quiet:
-            print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
-    return report
-
-
-def run_resample(args: argparse.Namespace) -> dict:
-    progress = _progress(args.quiet)
+def run_resample(args: argparse.Namespace) -> CommandResult:
+    progress = ProgressBar(not args.quiet)
     output_format(args.output)  # reject a bad output name before any work
     if args.reference_output:
         output_format(args.reference_output)
@@ -96,13 +85,9 @@ def run_resample(args: argparse.Namespace) -> dict:
         raise
     result.timings["write"] = time.perf_counter() - t
     document = result.to_json()
-    if args.json:
-        with atomic_output_file(args.json) as tmp:
-            Path(tmp).write_text(json.dumps(document, indent=2), encoding="utf-8")
-        publish(Path(args.json))
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return document
+    summary = ", ".join(f"{k} {document[k]}" for k in ("dose_units", "max_dose_in", "max_dose_out", "fraction_outside"))
+    return CommandResult(f"wrote {args.output} ({summary})", dict(result.outputs), result.warnings, result.timings,
+                         document)
 
 
 def _remove_outputs(paths) -> None:
@@ -118,20 +103,8 @@ def _remove_outputs(paths) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        document = run_resample(args)
-    except DicomFidelityError as exc:
-        print(f"dosealign: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, MemoryError) as exc:
-        print(f"dosealign: error: {exc}", file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print(json.dumps({k: document[k] for k in ("outputs", "dose_units", "max_dose_in", "max_dose_out",
-                                                   "fraction_outside")}), file=sys.stderr)
-    return 0
+    return run_command("dosealign", build_parser(), argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_from_app(main())

@@ -24,16 +24,6 @@ VOLUME_FORMATS = {".nrrd": "NRRD", ".nhdr": "NRRD", ".nii": "NIfTI", ".nii.gz": 
 ARRAY_FORMATS = (*VOLUME_FORMATS, ".npz")
 
 
-def publish(path: Path) -> Path:
-    """Give a finished output the usual permissions (the atomic temp file is created private, 0600)."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    return path
-
-
 def output_format(path: str | Path) -> str:
     name = Path(path).name.lower()
     for suffix in sorted(ARRAY_FORMATS, key=len, reverse=True):
@@ -53,7 +43,7 @@ def write_volume(path: str | Path, array: np.ndarray, geometry: VolumeGeometry, 
         image.SetMetaData(str(key), value if isinstance(value, str) else json.dumps(value))
     with atomic_output_file(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
-    return publish(path)
+    return Path(path)
 
 
 def write_npz(path: str | Path, result: AlignmentResult, compress: bool = False) -> Path:
@@ -76,7 +66,7 @@ def write_npz(path: str | Path, result: AlignmentResult, compress: bool = False)
     with atomic_output_file(path) as tmp:
         with open(tmp, "wb") as handle:
             (np.savez_compressed if compress else np.savez)(handle, **arrays)
-    return publish(path)
+    return Path(path)
 
 
 def write_arrays(path: str | Path, result: AlignmentResult, reference_path: str | Path | None = None,
@@ -212,4 +202,4 @@ def write_rtdose(path: str | Path, result: AlignmentResult) -> Path:
     path = Path(path)
     with atomic_output_file(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-    return publish(path)
+    return Path(path)

@@ -12,20 +12,26 @@ from pathlib import Path
 
 import numpy as np
 import slicer
-import vtk
 from vtk.util import numpy_support
 
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
+from DicomFidelityCommonLib.mrml import (
+    FRAME_OF_REFERENCE_ATTRIBUTE,
+    INSTANCE_UIDS_ATTRIBUTE,
+    arrayFromVolumeNode,
+    fillVolumeNode,
+    geometryFromVolumeNode,
+    parentTransformToWorldRas,
+    transformToWorldRas,
+)
 from DicomFidelityCommonLib.progress import ProgressCallback
 from DoseAlignmentLib.align import AlignmentResult, Reference, align
 from DoseAlignmentLib.dvh import DvhCurve, dvh_for_labels, write_report
 from DoseAlignmentLib.export import write_arrays, write_rtdose
 from DoseAlignmentLib.resample import Direction, Interpolation
 from DoseAlignmentLib.rtdose import DoseGrid, DoseUnits
-from SegmentationQALib.logic import fillVolumeNode, parentTransformToWorldRas, transformToWorldRas, vtkMatrixToNumpy
 
-FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"  # same attribute SegmentationQA sets
 DOSE_UNITS_ATTRIBUTE = "DoseAlignment.DoseUnits"
 SLICERRT_DOSE_UNIT_ATTRIBUTE = "DicomRtImport.DoseUnitName"
 DOSE_COLOR_TABLE_NAME = "DoseAlignment Dose"
@@ -41,21 +47,10 @@ class DoseAlignmentMRMLLogic:
     # ------------------------------------------------------------------ nodes <-> arrays
     def geometryFromVolumeNode(self, volumeNode) -> VolumeGeometry:
         """The node's own grid (its parent transform is handled as a registration, not baked in)."""
-        matrix = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(matrix)
-        image = volumeNode.GetImageData()
-        if image is None:
-            raise InvalidInputFileError(f"volume {volumeNode.GetName()!r} has no image data")
-        dims = image.GetDimensions()
-        return VolumeGeometry((dims[2], dims[1], dims[0]), LPS_TO_RAS @ vtkMatrixToNumpy(matrix))
+        return geometryFromVolumeNode(volumeNode, inWorld=False)
 
     def arrayFromVolumeNode(self, volumeNode) -> np.ndarray:
-        image = volumeNode.GetImageData()
-        dims = image.GetDimensions()
-        scalars = image.GetPointData().GetScalars()
-        if scalars.GetNumberOfComponents() != 1:
-            raise GeometryError(f"volume {volumeNode.GetName()!r} has {scalars.GetNumberOfComponents()} components, expected 1")
-        return numpy_support.vtk_to_numpy(scalars).reshape(dims[2], dims[1], dims[0])
+        return arrayFromVolumeNode(volumeNode)
 
     def volumeNodeFromArray(self, array: np.ndarray, geometry: VolumeGeometry, name: str, node=None):
         if node is None:
@@ -67,7 +62,7 @@ class DoseAlignmentMRMLLogic:
         uid = volumeNode.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
         if uid:
             return uid
-        instances = volumeNode.GetAttribute("DICOM.instanceUIDs")
+        instances = volumeNode.GetAttribute(INSTANCE_UIDS_ATTRIBUTE)
         database = getattr(slicer, "dicomDatabase", None)
         if instances and database is not None:
             value = database.instanceValue(instances.split()[0], "0020,0052")

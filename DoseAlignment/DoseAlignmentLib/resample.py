@@ -11,7 +11,6 @@ beyond the outer centres still counts) get ``outside_value``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -20,9 +19,8 @@ import SimpleITK as sitk
 
 from DicomFidelityCommonLib.errors import GeometryError
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DicomFidelityCommonLib.progress import ProgressCallback
 from DoseAlignmentLib.rtdose import DoseGrid
-
-Progress = Callable[[float, str], None]
 
 
 class Interpolation(str, Enum):
@@ -103,7 +101,7 @@ def _slice_range(coefficients, constant, shape, low, high) -> tuple[int, int]:
 
 
 def resample_dose(grid: DoseGrid, target: VolumeGeometry, interpolation: Interpolation = Interpolation.LINEAR,
-                  dose_to_target: np.ndarray | None = None, progress: Progress | None = None) -> tuple[np.ndarray, list[str]]:
+                  dose_to_target: np.ndarray | None = None, progress: ProgressCallback | None = None) -> tuple[np.ndarray, list[str]]:
     """Dose on ``target``: float32 array [k, j, i] with NaN outside the dose grid (the caller fills it).
 
     ``dose_to_target`` is a 4x4 LPS matrix taking dose-frame points to target-frame points (a registration);
@@ -175,7 +173,7 @@ def _resample_bspline_nonuniform(grid, values, target, target_to_dose) -> tuple[
 
 def resample_volume_to_dose(volume: np.ndarray, volume_geometry: VolumeGeometry, grid: DoseGrid,
                             interpolation: Interpolation = Interpolation.LINEAR, dose_to_volume: np.ndarray | None = None,
-                            outside_value: float = -1000.0, progress: Progress | None = None) -> np.ndarray:
+                            outside_value: float = -1000.0, progress: ProgressCallback | None = None) -> np.ndarray:
     """A reference volume (e.g. CT in HU) on the dose grid, frames in the RTDOSE's order (exact even when non-uniform)."""
     progress = progress or _no_progress
     interpolation = Interpolation(interpolation)

@@ -1,92 +1,70 @@
-"""`segqa` command line: the same logic as the panel, for plain Python (slicer-core wheel) and
+"""`segqa`: the SegmentationQA logic on the command line, in plain Python (slicer-core wheel) and in
 `Slicer --no-main-window --python-script .../SegmentationQALib/cli.py ...`.
 
-Exit code 0 on success, 1 with a one-line error on bad input, 2 on bad arguments.
+The contract (exit codes, the one `error:` line, --json keys, warning summaries) is DicomFidelityCommonLib.cli's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script (e.g. by Slicer --python-script)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: the libraries sit beside this one (installed) or in sibling folders
+    _root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(p) for p in (_root, _root.parent / "DicomFidelityCommon") if p.is_dir()]
 
-from DicomFidelityCommonLib.errors import DicomFidelityError  # noqa: E402
-from DicomFidelityCommonLib.safe_write import atomic_output_file  # noqa: E402
+from DicomFidelityCommonLib.cli import (  # noqa: E402
+    CommandResult,
+    ProgressBar,
+    add_common_arguments,
+    exit_from_app,
+    run_command,
+)
+from DicomFidelityCommonLib.dicom.series import is_dicom_file  # noqa: E402
+from SegmentationQALib.cli_rtstruct import add_rtstruct_commands  # noqa: E402
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality  # noqa: E402
 from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType  # noqa: E402
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr (a line per 10% when stderr is not a terminal)."""
-
-    def __init__(self, enabled: bool = True, stream=None):
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.lastDecile = -1
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if not self.enabled:
-            return
-        fraction = min(1.0, max(0.0, fraction))
-        if self.tty:
-            filled = int(fraction * 30)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction * 100:3.0f}% {message[:50]:<50}")
-            if fraction >= 1.0:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif int(fraction * 10) > self.lastDecile:
-            self.lastDecile = int(fraction * 10)
-            self.stream.write(f"{fraction * 100:3.0f}% {message}\n")
-
-
-def writeJson(path, payload: dict) -> None:
-    if not path:
-        return
-    with atomic_output_file(path) as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2))
-
-
-def makeLogic():
-    import slicer
-
-    from SegmentationQALib.logic import SegmentationQAMRMLLogic
-
-    scene = slicer.mrmlScene if hasattr(slicer, "mrmlScene") and slicer.mrmlScene is not None else slicer.vtkMRMLScene()
-    logic = SegmentationQAMRMLLogic(scene)
-    _LOGICS.append((logic, logic.segmentationNodeIds()))
-    return logic
-
 
 # (logic, segmentation nodes that existed before the command): the command's own nodes are released when it
 # ends, as Slicer would take ~0.1 s per segment to tear them down; nodes already in an open Slicer stay.
 _LOGICS: list = []
 
 
-def isDicomFile(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        head = f.read(132)
-    return head[128:132] == b"DICM"
+def makeLogic():
+    """A SegmentationQA logic on the app's scene (inside Slicer) or a new one (slicer-core wheel)."""
+    import slicer
+
+    from SegmentationQALib.logic import SegmentationQAMRMLLogic
+
+    scene = slicer.mrmlScene if getattr(slicer, "mrmlScene", None) is not None else slicer.vtkMRMLScene()
+    logic = SegmentationQAMRMLLogic(scene)
+    _LOGICS.append((logic, logic.segmentationNodeIds()))
+    return logic
 
 
-def commandExportSeg(args) -> int:
+def releaseLogics() -> None:
+    while _LOGICS:
+        logic, existing = _LOGICS.pop()
+        logic.releaseSegmentations(keep=existing)
+
+
+def loadReference(logic, reference: str):
+    """(volume node, DICOM folder): a folder or DICOM file is a DICOM reference, anything else a volume file."""
+    path = Path(reference)
+    if path.is_dir():
+        return None, path
+    if is_dicom_file(path):
+        return None, path.parent
+    return logic.loadVolumeFile(path), None
+
+
+def commandExportSeg(args) -> CommandResult:
     start = time.perf_counter()
     logic = makeLogic()
-    progress = ProgressBar(not args.quiet)
     segmentationNode = logic.loadSegmentationFile(args.segmentation)
-    reference = Path(args.reference)
-    referenceVolumeNode, referenceFolder = None, None
-    if reference.is_dir() or isDicomFile(reference):
-        referenceFolder = reference
-    else:
-        referenceVolumeNode = logic.loadVolumeFile(reference)
+    referenceVolumeNode, referenceFolder = loadReference(logic, args.reference)
     options = SegExportOptions(
         seg_type=SegType(args.seg_type),
         compression=Compression(args.compression) if args.compression else None,
@@ -99,19 +77,19 @@ def commandExportSeg(args) -> int:
     result = logic.exportDicomSeg(
         segmentationNode, referenceVolumeNode, args.output_dir, options, exportReference=args.export_reference,
         referenceDicomFolder=referenceFolder, referenceModality=ReferenceModality(args.reference_modality),
-        patientInfo=info, progress=progress)
+        patientInfo=info, progress=ProgressBar(not args.quiet))
     result.timings["load_inputs"] = loadTime
     result.timings["in_process_total"] = time.perf_counter() - start
-    payload = result.to_json()
-    writeJson(args.json, payload)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {result.seg_path} ({result.seg_type.upper()}, {len(result.segments)} segments, "
-          f"{result.file_size_bytes / 1e6:.2f} MB) in {result.timings['in_process_total']:.2f} s")
-    return 0
+    outputs = {"seg": result.seg_path}
+    if result.reference_paths:
+        outputs["reference_series"] = list(result.reference_paths)
+    return CommandResult(
+        f"wrote {result.seg_path} ({result.seg_type.upper()}, {len(result.segments)} segments, "
+        f"{result.file_size_bytes / 1e6:.2f} MB) in {result.timings['in_process_total']:.2f} s",
+        outputs, result.warnings, result.timings, result.to_json())
 
 
-def commandLoadSeg(args) -> int:
+def commandLoadSeg(args) -> CommandResult:
     start = time.perf_counter()
     logic = makeLogic()
     node, result = logic.loadDicomSeg(args.seg, progress=ProgressBar(not args.quiet))
@@ -119,12 +97,10 @@ def commandLoadSeg(args) -> int:
     result.output_path = logic.saveSegmentationFile(node, args.output)
     result.timings["write_output"] = time.perf_counter() - t
     result.timings["in_process_total"] = time.perf_counter() - start
-    writeJson(args.json, result.to_json())
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {result.output_path} ({len(result.segments)} segments from {result.seg_type} SEG) "
-          f"in {result.timings['in_process_total']:.2f} s")
-    return 0
+    return CommandResult(
+        f"wrote {result.output_path} ({len(result.segments)} segments from {result.seg_type} SEG) "
+        f"in {result.timings['in_process_total']:.2f} s",
+        {"segmentation": result.output_path}, result.warnings, result.timings, result.to_json())
 
 
 def buildParser() -> argparse.ArgumentParser:
@@ -146,49 +122,22 @@ def buildParser() -> argparse.ArgumentParser:
     export.add_argument("--series-description", default="Segmentation")
     export.add_argument("--content-creator", default="DicomFidelity^")
     export.add_argument("--algorithm-type", choices=["manual", "semiautomatic", "automatic"], default="manual")
-    export.add_argument("--json", help="write the result (paths, segments, warnings, timings) here")
-    export.add_argument("--quiet", action="store_true")
+    add_common_arguments(export)
     export.set_defaults(func=commandExportSeg)
 
     load = sub.add_parser("load-seg", help="load a DICOM SEG and write it as .seg.nrrd or a label volume")
     load.add_argument("seg", help="DICOM SEG file")
     load.add_argument("--output", required=True, help=".seg.nrrd (overlaps kept) or .nrrd/.nii.gz (label values)")
-    load.add_argument("--json")
-    load.add_argument("--quiet", action="store_true")
+    add_common_arguments(load)
     load.set_defaults(func=commandLoadSeg)
 
-    try:
-        from SegmentationQALib.cli_rtstruct import add_rtstruct_commands
-    except ImportError:
-        pass
-    else:
-        add_rtstruct_commands(sub)
+    add_rtstruct_commands(sub, makeLogic, loadReference)
     return parser
 
 
 def main(argv=None) -> int:
-    args = buildParser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (DicomFidelityError, FileExistsError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    finally:
-        while _LOGICS:
-            logic, existing = _LOGICS.pop()
-            logic.releaseSegmentations(keep=existing)
-
-
-def _exitFromApp(code: int) -> None:
-    """Inside Slicer (--no-main-window) the interpreter belongs to the app: exit through it."""
-    import slicer
-
-    if hasattr(slicer, "util") and hasattr(slicer.util, "exit") and hasattr(slicer, "app"):
-        slicer.util.exit(code)
-    else:
-        sys.exit(code)
+    return run_command("segqa", buildParser(), argv, release=releaseLogics)
 
 
 if __name__ == "__main__":
-    _exitFromApp(main())
+    exit_from_app(main())

@@ -15,19 +15,12 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
-from vtk.util import numpy_support
 
-try:  # the app, or plain Python with the slicer-core wheel
-    from SegmentationQALib.rtstruct_logic import RtStructLogicMixin
-except ImportError:  # pragma: no cover - until the RTSTRUCT mixin lands
-    class RtStructLogicMixin:  # type: ignore[no-redef]
-        pass
-
+from DicomFidelityCommonLib.dependencies import require
 from DicomFidelityCommonLib.dicom import series as dicom_series
 from DicomFidelityCommonLib.errors import (
     DicomFidelityError,
     FrameOfReferenceMismatchError,
-    GeometryError,
     InvalidInputFileError,
     MissingTagError,
     OverlapError,
@@ -35,9 +28,20 @@ from DicomFidelityCommonLib.errors import (
     WrongModalityError,
 )
 from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
+from DicomFidelityCommonLib.mrml import (
+    FRAME_OF_REFERENCE_ATTRIBUTE,
+    INSTANCE_UIDS_ATTRIBUTE,
+    arrayFromVolumeNode,
+    fillVolumeNode,
+    geometryFromVolumeNode,
+    imageArray,
+    orientedImageFromArray,
+    orientedImageGeometry,
+    parentTransformToWorldRas,
+)
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
-from DicomFidelityCommonLib.safe_write import atomic_output_file
+from DicomFidelityCommonLib.safe_write import atomic_output_file, free_name, safe_file_name
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from SegmentationQALib.seg.options import SegExportOptions, SegExportResult, SegLoadResult
 from SegmentationQALib.seg.read import load_seg
@@ -45,8 +49,6 @@ from SegmentationQALib.seg.write import write_seg
 from SegmentationQALib.seg_nrrd import ALGORITHM_TYPE_TAG, write_seg_nrrd
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment, SegmentTerminology
 
-INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
-FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
 LABEL_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
@@ -60,80 +62,14 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def vtkMatrixToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def numpyToVtkMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
-
-
-def orientedImageGeometry(image) -> VolumeGeometry:
-    """Geometry of a vtkOrientedImageData (or vtkImageData with a matrix), honouring a non-zero extent start."""
-    matrix = vtk.vtkMatrix4x4()
-    image.GetImageToWorldMatrix(matrix)
-    extent = image.GetExtent()
-    shift = np.eye(4)
-    shift[:3, 3] = [extent[0], extent[2], extent[4]]
-    affine_lps = LPS_TO_RAS @ vtkMatrixToNumpy(matrix) @ shift
-    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
-    return VolumeGeometry(shape, affine_lps)
-
-
-def imageArray(image) -> np.ndarray:
-    """A numpy view [k, j, i] of a vtkImageData's single scalar component."""
-    extent = image.GetExtent()
-    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
-    scalars = image.GetPointData().GetScalars()
-    if scalars is None or shape[0] <= 0 or shape[1] <= 0 or shape[2] <= 0:
-        return np.zeros((max(shape[0], 0), max(shape[1], 0), max(shape[2], 0)), dtype=np.uint8)
-    return numpy_support.vtk_to_numpy(scalars).reshape(shape)
-
-
-def transformToWorldRas(transformNode, what: str) -> np.ndarray:
-    """The RAS 4x4 a linear transform node applies (identity for None); non-linear ones must be hardened first."""
-    if transformNode is None:
-        return np.eye(4)
-    if not transformNode.IsTransformToWorldLinear():
-        raise GeometryError(f"{what} is under a non-linear transform; harden it first")
-    matrix = vtk.vtkMatrix4x4()
-    transformNode.GetMatrixTransformToWorld(matrix)
-    return vtkMatrixToNumpy(matrix)
-
-
-def parentTransformToWorldRas(node) -> np.ndarray:
-    return transformToWorldRas(node.GetParentTransformNode(), repr(node.GetName()))
-
-
-def fillVolumeNode(node, array: np.ndarray, geometry: VolumeGeometry):
-    """Give a volume node a copy of ``array`` (indexed [k, j, i]) on ``geometry``."""
-    image = vtk.vtkImageData()
-    image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
-    node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(numpyToVtkMatrix(geometry.affine_ras))
-    return node
-
-
-def orientedImageFromArray(array: np.ndarray, geometry: VolumeGeometry):
-    """A vtkOrientedImageData holding ``array`` (copied, contiguous) on ``geometry``."""
-    image = slicer.vtkOrientedImageData()
-    image.SetDimensions(int(array.shape[2]), int(array.shape[1]), int(array.shape[0]))
-    contiguous = np.ascontiguousarray(array)
-    scalars = numpy_support.numpy_to_vtk(contiguous.ravel(), deep=True)
-    image.GetPointData().SetScalars(scalars)
-    image.SetImageToWorldMatrix(numpyToVtkMatrix(LPS_TO_RAS @ geometry.affine_lps))
-    return image
-
-
-class SegmentationQAMRMLLogic(RtStructLogicMixin):
+class SegmentationQAMRMLLogic:
     """Everything the panel, the console and the CLI do, on MRML nodes."""
 
     def __init__(self, scene=None, segmentationsLogic=None):
+        require()  # a missing package is one clear error here, not a missing method later
+        from SegmentationQALib.rtstruct_logic import RtStructLogic  # needs scikit-image, scipy, shapely
+
+        self.rtstruct = RtStructLogic(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
         if segmentationsLogic is None:
             modules = getattr(slicer, "modules", None)
@@ -167,14 +103,11 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
         return fillVolumeNode(self.scene.AddNewNodeByClass(className, name), array, geometry)
 
     def geometryFromVolumeNode(self, volumeNode) -> VolumeGeometry:
-        matrix = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(matrix)
-        affine_ras = parentTransformToWorldRas(volumeNode) @ vtkMatrixToNumpy(matrix)
-        dims = volumeNode.GetImageData().GetDimensions()
-        return VolumeGeometry((dims[2], dims[1], dims[0]), LPS_TO_RAS @ affine_ras)
+        """Where the volume is in the world (its parent transforms applied): the grid a SEG is exported on."""
+        return geometryFromVolumeNode(volumeNode, inWorld=True)
 
     def arrayFromVolumeNode(self, volumeNode) -> np.ndarray:
-        return imageArray(volumeNode.GetImageData())
+        return arrayFromVolumeNode(volumeNode)
 
     def loadSegmentationFile(self, path, referenceVolumeNode=None, name: str | None = None):
         """Load .seg.nrrd (overlaps kept), a label volume (.nrrd, .nii.gz: one segment per value) or a DICOM SEG."""
@@ -194,7 +127,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
                 raise InvalidInputFileError("cannot read as a Slicer segmentation (.seg.nrrd)", path)
             node.SetAndObserveStorageNodeID(storage.GetID())
             return node
-        if suffix in (".dcm", "") or self._isDicom(path):
+        if suffix in (".dcm", "") or dicom_series.is_dicom_file(path):
             node, _ = self.loadDicomSeg(path, name=name)
             return node
         if suffix in LABEL_VOLUME_SUFFIXES:
@@ -217,12 +150,6 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             layered = LayeredSegmentation.from_label_volume(VolumeGeometry.from_sitk(image), labels)
             return self.segmentationNodeFromLayered(layered, name)
         raise InvalidInputFileError("unknown segmentation file type (use .seg.nrrd, .nrrd, .nii.gz or a DICOM SEG)", path)
-
-    @staticmethod
-    def _isDicom(path: Path) -> bool:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
 
     @staticmethod
     def _isNrrdSegmentation(path: Path) -> bool:
@@ -483,7 +410,7 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
                 else:
                     volume = self.arrayFromVolumeNode(referenceVolumeNode)
                     geometry = self.geometryFromVolumeNode(referenceVolumeNode)
-                seriesFolder = self._freeName(outputDir, "reference")
+                seriesFolder = free_name(outputDir, "reference")
                 series = write_reference_series(volume, geometry, staging / seriesFolder, referenceModality,
                                                 patientInfo, lambda f, m: progress(0.05 + 0.25 * f, m))
                 referencePaths = [str(outputDir / seriesFolder / p.name) for p in series.paths]
@@ -500,8 +427,8 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             t = time.perf_counter()
             layered = self.layeredSegmentationFromNode(segmentationNode, series.geometry, warnings, copy=False)
             readTime = time.perf_counter() - t
-            name = fileName or f"{_safeFileName(segmentationNode.GetName())}.seg.dcm"
-            name = self._freeName(outputDir, name)
+            name = fileName or f"{safe_file_name(segmentationNode.GetName())}.seg.dcm"
+            name = free_name(outputDir, name)
             result = write_seg(layered, series, staging / name, options, lambda f, m: progress(0.35 + 0.6 * f, m))
             for item in sorted(staging.iterdir()):
                 destination = outputDir / item.name
@@ -521,17 +448,6 @@ class SegmentationQAMRMLLogic(RtStructLogicMixin):
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    @staticmethod
-    def _freeName(folder: Path, name: str) -> str:
-        """``name`` or ``name`` with a counter, so an export never overwrites an earlier one."""
-        if not (folder / name).exists():
-            return name
-        stem, dot, rest = name.partition(".")
-        counter = 2
-        while (folder / f"{stem}_{counter}{dot}{rest}").exists():
-            counter += 1
-        return f"{stem}_{counter}{dot}{rest}"
 
     @with_paused_gc
     def loadDicomSeg(self, path, name: str | None = None, progress: ProgressCallback | None = None):
@@ -566,11 +482,6 @@ def _checkImageHeader(path: Path) -> None:
 def _segmentTag(segment, name: str) -> str | None:
     value = vtk.reference("")
     return str(value) if segment.GetTag(name, value) else None
-
-
-def _safeFileName(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
-    return cleaned or "segmentation"
 
 
 __all__ = ["SegmentationQAMRMLLogic", "DicomFidelityError"]

@@ -1,7 +1,8 @@
-"""RTSTRUCT part of the SegmentationQA logic (mixed into SegmentationQAMRMLLogic): MRML nodes in, core does the work.
+"""RTSTRUCT part of the SegmentationQA logic: MRML nodes in, the rtstruct package does the work.
 
-Imports slicer (through the host logic) but never qt. Relies on the host's ``layeredSegmentationFromNode``,
-``segmentationNodeFromLayered``, ``geometryFromVolumeNode``, ``arrayFromVolumeNode`` and ``referenceSeriesForVolume``.
+``SegmentationQAMRMLLogic`` owns one ``RtStructLogic`` (``logic.rtstruct``) and lends it its node conversions
+(``layeredSegmentationFromNode``, ``segmentationNodeFromLayered``, ``geometryFromVolumeNode``,
+``arrayFromVolumeNode``, ``referenceSeriesForVolume``). Imports no qt.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 
 from DicomFidelityCommonLib.dicom import series as dicom_series
 from DicomFidelityCommonLib.errors import ReferenceNotDicomError
+from DicomFidelityCommonLib.mrml import FRAME_OF_REFERENCE_ATTRIBUTE, INSTANCE_UIDS_ATTRIBUTE
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
+from DicomFidelityCommonLib.safe_write import free_name, safe_file_name
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from SegmentationQALib.rtstruct import (
     ReferenceImages,
@@ -35,14 +38,14 @@ from SegmentationQALib.rtstruct.fidelity import (
 )
 from SegmentationQALib.rtstruct.report import write_fidelity_report
 
-FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
 
+class RtStructLogic:
+    """checkFidelity, export, load, checkFile: what the panel, the console and the CLI call (``logic.rtstruct``)."""
 
+    def __init__(self, nodes):
+        self.nodes = nodes  # the SegmentationQAMRMLLogic that converts nodes
 
-class RtStructLogicMixin:
-    """checkRtStructFidelity, exportRtStruct, loadRtStruct, checkRtStructFile: the panel, console and CLI use these."""
-
-    def rtStructReference(self, referenceVolumeNode=None, referenceDicomFolder=None, planesFromRtStruct=None):
+    def reference(self, referenceVolumeNode=None, referenceDicomFolder=None, planesFromRtStruct=None):
         """(ReferenceImages or None, image array or None, image geometry): the planes contours go on.
 
         From a DICOM folder (rebuilt from ``planesFromRtStruct``'s contours when the series is incomplete), else
@@ -57,41 +60,41 @@ class RtStructLogicMixin:
             return reference, image, reference.geometry
         if referenceVolumeNode is None:
             raise ReferenceNotDicomError("no reference: give a reference volume or a DICOM folder")
-        geometry = self.geometryFromVolumeNode(referenceVolumeNode)
-        image = self.arrayFromVolumeNode(referenceVolumeNode)
-        series = self.referenceSeriesForVolume(referenceVolumeNode)
+        geometry = self.nodes.geometryFromVolumeNode(referenceVolumeNode)
+        image = self.nodes.arrayFromVolumeNode(referenceVolumeNode)
+        series = self.nodes.referenceSeriesForVolume(referenceVolumeNode)
         if series is not None:
             return ReferenceImages.from_series(series), image, geometry
         return None, image, geometry
 
-    def checkRtStructFidelity(self, segmentationNode, referenceVolumeNode=None, referenceDicomFolder=None,
+    def checkFidelity(self, segmentationNode, referenceVolumeNode=None, referenceDicomFolder=None,
                               thresholds: FidelityThresholds | None = None, reportDir=None,
                               planesFromRtStruct=None, progress: ProgressCallback | None = None) -> FidelityResult:
         """Per segment, what an RTSTRUCT export on the reference planes keeps (the segmentation on its own grid)."""
         start = time.perf_counter()
         progress = progress or no_progress
-        reference, image, geometry = self.rtStructReference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
+        reference, image, geometry = self.reference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
         warnings: list[str] = []
-        layered = self.layeredSegmentationFromNode(segmentationNode, None, warnings)
+        layered = self.nodes.layeredSegmentationFromNode(segmentationNode, None, warnings)
         readTime = time.perf_counter() - start
         result = check_rtstruct_fidelity(layered, reference.geometry if reference else geometry, thresholds,
                                          lambda f, m: progress(0.9 * f, m))
         result.warnings = warnings + (reference.warnings if reference else []) + result.warnings
-        result.timings["read_inputs_s"] = readTime
+        result.timings["read_inputs"] = readTime
         if reportDir is not None:
             t = time.perf_counter()
             write_fidelity_report(result, reportDir, image, geometry)
-            result.timings["report_s"] = time.perf_counter() - t
-        result.timings["in_process_total_s"] = time.perf_counter() - start
+            result.timings["report"] = time.perf_counter() - t
+        result.timings["in_process_total"] = time.perf_counter() - start
         progress(1.0, "fidelity check done")
         return result
 
     @staticmethod
-    def rtStructVerdictTable(result: FidelityResult) -> list[dict]:
+    def verdictTable(result: FidelityResult) -> list[dict]:
         """Rows for the panel's verdict table."""
         return result.verdict_table()
 
-    def exportRtStruct(self, segmentationNode, referenceVolumeNode=None, outputDir=".", referenceDicomFolder=None,
+    def export(self, segmentationNode, referenceVolumeNode=None, outputDir=".", referenceDicomFolder=None,
                        exportReference: bool = False, options: RtStructExportOptions | None = None,
                        thresholds: FidelityThresholds | None = None, failOn: Verdict | None = None,
                        planesFromRtStruct=None, referenceModality: ReferenceModality = ReferenceModality.CT,
@@ -103,14 +106,14 @@ class RtStructLogicMixin:
         start = time.perf_counter()
         progress = progress or no_progress
         outputDir = Path(outputDir)
-        reference, image, geometry = self.rtStructReference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
+        reference, image, geometry = self.reference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
         if reference is None and not exportReference:
             raise ReferenceNotDicomError(
                 f"reference volume {referenceVolumeNode.GetName()!r} was not loaded from DICOM, and an RTSTRUCT must "
                 "reference DICOM images; export it as a DICOM series too (--export-reference / exportReference=True) "
                 "or give the DICOM folder it came from")
         warnings: list[str] = []
-        layered = self.layeredSegmentationFromNode(segmentationNode, None, warnings)
+        layered = self.nodes.layeredSegmentationFromNode(segmentationNode, None, warnings)
         fidelity = check_rtstruct_fidelity(layered, reference.geometry if reference else geometry, thresholds,
                                            lambda f, m: progress(0.5 * f, m))
         fidelity.warnings = warnings + fidelity.warnings
@@ -118,17 +121,17 @@ class RtStructLogicMixin:
         referenceFolder = None
         try:
             if reference is None:
-                referenceFolder = outputDir / self._freeName(outputDir, "reference") if outputDir.exists() else outputDir / "reference"
+                referenceFolder = outputDir / free_name(outputDir, "reference") if outputDir.exists() else outputDir / "reference"
                 series = write_reference_series(image, geometry, referenceFolder, referenceModality, patientInfo,
                                                 lambda f, m: progress(0.5 + 0.2 * f, m))
-                referenceVolumeNode.SetAttribute("DICOM.instanceUIDs", " ".join(series.sop_instance_uids))
+                referenceVolumeNode.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(series.sop_instance_uids))
                 reference = ReferenceImages.from_series(series)
                 if not reference.geometry.is_close(fidelity.reference_geometry, atol_mm=1e-4):
                     # The writer may store the slices in the other order; contour again on the written planes.
                     fidelity = check_rtstruct_fidelity(layered, reference.geometry, thresholds)
             outputDir.mkdir(parents=True, exist_ok=True)
-            name = fileName or f"{_safeName(segmentationNode.GetName())}.rtstruct.dcm"
-            name = self._freeName(outputDir, name)
+            name = fileName or f"{safe_file_name(segmentationNode.GetName())}.rtstruct.dcm"
+            name = free_name(outputDir, name)
             result = write_rtstruct(layered, reference, outputDir / name, options, fidelity.contours,
                                     lambda f, m: progress(0.7 + 0.3 * f, m))
         except BaseException:
@@ -136,29 +139,24 @@ class RtStructLogicMixin:
                 shutil.rmtree(referenceFolder, ignore_errors=True)
             raise
         result.warnings = fidelity.warnings + result.warnings
-        result.timings["fidelity_check_s"] = fidelity.timings.get("total_s", 0.0)
-        result.timings["in_process_total_s"] = time.perf_counter() - start
+        result.timings["fidelity_check"] = fidelity.timings.get("total", 0.0)
+        result.timings["in_process_total"] = time.perf_counter() - start
         if referenceFolder is not None:
             result.reference_paths = [str(referenceFolder / p.name) for p in series.paths]
         progress(1.0, "done")
         return result, fidelity
 
-    def loadRtStruct(self, path, referenceDicomFolder, name: str | None = None,
+    def load(self, path, referenceDicomFolder, name: str | None = None,
                      progress: ProgressCallback | None = None) -> tuple[object, RtStructLoadResult]:
         """Read an RTSTRUCT (even-odd, voxel-centre inclusion) into a new segmentation node on the CT planes."""
         loaded = read_rtstruct(path, referenceDicomFolder, progress)
         t = time.perf_counter()
-        node = self.segmentationNodeFromLayered(loaded.segmentation, name or Path(path).name.split(".")[0])
+        node = self.nodes.segmentationNodeFromLayered(loaded.segmentation, name or Path(path).name.split(".")[0])
         if loaded.reference.frame_of_reference_uid:
             node.SetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE, loaded.reference.frame_of_reference_uid)
-        loaded.timings["create_segmentation_node_s"] = time.perf_counter() - t
+        loaded.timings["create_segmentation_node"] = time.perf_counter() - t
         return node, loaded
 
-    def checkRtStructFile(self, path, referenceDicomFolder) -> RtStructCheckResult:
+    def checkFile(self, path, referenceDicomFolder) -> RtStructCheckResult:
         """Check an existing RTSTRUCT against its CT (planes, closure, self-intersection, duplicates, frame)."""
         return check_rtstruct(path, referenceDicomFolder)
-
-
-def _safeName(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
-    return cleaned or "segmentation"

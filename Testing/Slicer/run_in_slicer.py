@@ -14,7 +14,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str]) -> int:
-    for folder in ("SegmentationQA", "DoseAlignment", "Testing"):
+    for folder in ("DicomFidelityCommon", "SegmentationQA", "DoseAlignment", "Testing"):
         sys.path.insert(0, str(REPOSITORY / folder))
     if importlib.util.find_spec("pytest") is None:
         import slicer

@@ -25,14 +25,15 @@ def test_export_and_load_seg(shared_data, tmp_path, capsys):
     assert {"number", "label", "voxel_count"} <= set(result["segments"][0])
     assert result["segments"][0]["voxel_count"] > 0
     assert result["timings_seconds"]["in_process_total"] > 0
-    assert len(result["written_paths"]) == 1 + 112
+    assert result["outputs"]["seg"] == result["seg_path"] and len(result["outputs"]["reference_series"]) == 112
+    assert result["ok"] and result["errors"] == [] and result["command"] == "export-seg"
     assert_dciodvfy_clean(result["seg_path"])
 
     code = cli.main(["load-seg", result["seg_path"], "--output", str(tmp_path / "back.seg.nrrd"),
                      "--json", str(tmp_path / "load.json"), "--quiet"])
     assert code == 0
     loaded = json.loads((tmp_path / "load.json").read_text())
-    assert loaded["written_paths"] == [str(tmp_path / "back.seg.nrrd")]
+    assert loaded["outputs"] == {"segmentation": str(tmp_path / "back.seg.nrrd")}
     assert [s["voxel_count"] for s in loaded["segments"]] == [s["voxel_count"] for s in result["segments"]]
     assert cli.main(["load-seg", result["seg_path"], "--output", str(tmp_path / "back.nii.gz"), "--quiet"]) == 0
 

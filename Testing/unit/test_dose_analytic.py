@@ -219,7 +219,7 @@ def test_statistics_report_what_was_kept(tmp_path, ct_folder):
     # integrals over the common region agree to the discretisation of two different grids
     assert stats.integral_out_common_gy_ml == pytest.approx(stats.integral_in_common_gy_ml, rel=0.1)
     data = result.to_json()
-    assert data["max_dose_in"] == stats.max_dose_in and "timings_s" in data
+    assert data["max_dose_in"] == stats.max_dose_in and "timings_seconds" in data
 
 
 def test_gantry_tilted_ct_keeps_its_sheared_grid(tmp_path):

@@ -133,9 +133,9 @@ def test_cli_removes_earlier_outputs_when_a_later_one_fails(case, tmp_path, caps
     (tmp_path / "report" / "keep.txt").write_text("x")  # a non-empty report folder is refused before any work
     code = main(["resample", "--quiet", "--dose", str(uniform), "--reference", str(folder / "ct"), "--output",
                  str(tmp_path / "dose.nrrd"), "--report", str(tmp_path / "report")])
-    assert code == 2 and "report" in capsys.readouterr().err
+    assert code == 1 and "report" in capsys.readouterr().err
     assert not (tmp_path / "dose.nrrd").exists()
     bad_ct = tmp_path / "sheared"
     code = main(["resample", "--quiet", "--dose", str(uniform), "--reference", str(folder / "ct"), "--output",
                  str(tmp_path / "x.npz"), "--rtdose-output", str(bad_ct / "no-for.txt.dcm"), "--direction", "ct-to-dose"])
-    assert code == 2 and not (tmp_path / "x.npz").exists()
+    assert code == 1 and not (tmp_path / "x.npz").exists()

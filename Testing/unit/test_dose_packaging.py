@@ -16,7 +16,7 @@ def test_cmake_lists_every_python_file_and_resource():
     assert re.search(r"^\s*DoseAlignment\.py\s*$", text, re.M)
     assert "file(GLOB_RECURSE MODULE_LIB_SCRIPTS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} DoseAlignmentLib/*.py)" in text
     assert {p.name for p in MODULE.glob("*.py")} == {"DoseAlignment.py"}
-    for resource in ("Resources/Icons/DoseAlignment.png", "Resources/UI/DoseAlignment.ui", "Resources/requirements.txt"):
+    for resource in ("Resources/Icons/DoseAlignment.png", "Resources/UI/DoseAlignment.ui"):
         assert resource in text and (MODULE / resource).is_file()
     assert (MODULE / "Resources/Icons/DoseAlignment.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -33,6 +33,15 @@ def list_dicom_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
     return [Path(p) for p in source]
 
 
+def is_dicom_file(path: str | Path) -> bool:
+    """A DICOM Part 10 file (128-byte preamble, then 'DICM'); folders and short files are not."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:132] == b"DICM"
+
+
 def read_header(path: str | Path) -> Dataset:
     """Read a DICOM header (no pixel data); a clear error for anything that is not DICOM."""
     try:

@@ -76,7 +76,7 @@ class RtStructCheckResult:
         return {"path": self.path, "ok": self.ok, "rois": self.rois, "contours": self.contours,
                 "reference_synthesized": self.reference_synthesized, "counts": self.counts(),
                 "issues": [i.to_json() for i in self.issues],
-                "timings_s": {k: round(v, 4) for k, v in self.timings.items()}}
+                "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 def _is_simple(points_2d: np.ndarray) -> bool:
@@ -161,4 +161,4 @@ def check_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | 
             else:
                 seen[digest] = contour_number
     return RtStructCheckResult(str(path), issues, len(names), total, reference.synthesized,
-                               {"total_s": time.perf_counter() - started})
+                               {"total": time.perf_counter() - started})

@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from skimage.measure import find_contours
 
 
 def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
     """Closed contours of a 2-D mask, each an (N, 2) array of (column, row) pixel coordinates, not repeated at the end."""
+    from skimage.measure import find_contours
+
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return []

@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
+from DicomFidelityCommonLib.errors import GateRefusedError
 from DicomFidelityCommonLib.geometry import VolumeGeometry, resample_labels
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from SegmentationQALib.rtstruct.contours import rasterize_contours, slice_contours
@@ -158,11 +158,13 @@ class FidelityResult:
                                 "holes inner contours (no keyholes); read back even-odd by voxel-centre inclusion",
             "segments": [s.to_json() for s in self.segments],
             "warnings": list(self.warnings),
-            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
 
 def _object_slices(labels: np.ndarray) -> list:
+    from scipy import ndimage
+
     if labels.dtype.kind not in "ui":
         labels = labels.astype(np.int64)
     if labels.dtype.kind == "u" and labels.dtype.itemsize > 4:
@@ -243,6 +245,8 @@ def _contour_all(layered, reference, progress, keep_roundtrip):
 
 def _hd95(a: np.ndarray, b: np.ndarray, spacing_kji) -> float | None:
     """Symmetric 95th-percentile surface distance (mm) between two boolean blocks."""
+    from scipy import ndimage
+
     if not a.any() or not b.any():
         return None
     a, b = np.pad(a, 1), np.pad(b, 1)
@@ -256,6 +260,8 @@ def _hd95(a: np.ndarray, b: np.ndarray, spacing_kji) -> float | None:
 def _thin_voxels(mask: np.ndarray) -> int:
     """Voxels of one-voxel-thin structures on their slice: not inside any 2x2 block of the segment, and either an
     isolated voxel or part of a thin run of at least two voxels (a lone corner step of a round edge is not counted)."""
+    from scipy import ndimage
+
     if not mask.any():
         return 0
     padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
@@ -375,12 +381,12 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
     finished = time.perf_counter()
     return FidelityResult(segments=[r for r in results if r is not None], thresholds=thresholds,
                           segmentation_geometry=source, reference_geometry=reference, same_grid=same_grid,
-                          timings={"contour_s": contoured - started, "compare_s": finished - contoured,
-                                   "total_s": finished - started},
+                          timings={"contour": contoured - started, "compare": finished - contoured,
+                                   "total": finished - started},
                           warnings=warnings, contours=list(contours))
 
 
-class FidelityGateError(Exception):
+class FidelityGateError(GateRefusedError):
     """The fidelity check found a verdict at or above the level the caller refuses to export."""
 
 

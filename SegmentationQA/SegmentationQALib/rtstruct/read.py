@@ -53,7 +53,7 @@ class RtStructLoadResult:
         return {"rois": [r.to_json() for r in self.rois], "warnings": self.warnings,
                 "voxel_counts": dict(zip([s.name for s in self.segmentation.segments], self.segmentation.voxel_counts())),
                 "reference_geometry": self.reference.geometry.to_json(),
-                "timings_s": {k: round(v, 4) for k, v in self.timings.items()}}
+                "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 def roi_contours_on_grid(contour_item: Dataset, geometry: VolumeGeometry) -> tuple[dict[int, list[np.ndarray]], list[str]]:
@@ -123,7 +123,7 @@ def read_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | s
                                 segment_id=f"ROI_{number}", algorithm_type=algorithm))
         progress((position + 1) / max(1, len(numbers)), f"read {name}")
     layered = LayeredSegmentation(geometry, placer.finish(), segments)
-    return RtStructLoadResult(layered, reference, rois, warnings, {"total_s": time.perf_counter() - started})
+    return RtStructLoadResult(layered, reference, rois, warnings, {"total": time.perf_counter() - started})
 
 
 def _rasterize_roi(per_plane: dict[int, list[np.ndarray]], geometry: VolumeGeometry):

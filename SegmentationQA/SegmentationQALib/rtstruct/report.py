@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from DicomFidelityCommonLib.safe_write import atomic_output_dir
@@ -24,6 +23,8 @@ COLORS = {Verdict.LOSSLESS: "#2e7d32", Verdict.MINOR: "#f9a825", Verdict.LOSSY: 
 def image_slice(image: np.ndarray | None, image_geometry: VolumeGeometry | None, geometry: VolumeGeometry,
                 k: int) -> np.ndarray:
     """Slice ``k`` of ``geometry`` cut from the reference image (linear interpolation where the grids differ)."""
+    from scipy import ndimage
+
     rows, cols = geometry.shape[1], geometry.shape[2]
     if image is None or image_geometry is None:
         return np.zeros((rows, cols), dtype=np.float32)

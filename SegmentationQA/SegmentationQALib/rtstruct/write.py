@@ -69,7 +69,7 @@ class RtStructExportResult:
     def to_json(self) -> dict:
         return {"path": self.path, "sop_instance_uid": self.sop_instance_uid, "reference_paths": self.reference_paths,
                 "rois": [r.to_json() for r in self.rois], "warnings": self.warnings,
-                "timings_s": {k: round(v, 4) for k, v in self.timings.items()}}
+                "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 def _contour_data_element(points_lps: np.ndarray) -> RawDataElement:
@@ -224,7 +224,7 @@ def write_rtstruct(layered: LayeredSegmentation, reference: ReferenceImages | Im
     finished = time.perf_counter()
     progress(1.0, f"wrote {output_path}")
     return RtStructExportResult(path=str(output_path), sop_instance_uid=sop_uid, rois=reports, warnings=warnings,
-                                timings={"contour_s": contoured - started, "build_s": built - contoured,
-                                         "write_s": finished - built, "total_s": finished - started})
+                                timings={"contour": contoured - started, "build": built - contoured,
+                                         "write": finished - built, "total": finished - started})
 
 
