@@ -285,3 +285,38 @@ def test_batch_cli_script_passes_under_slicer_core():
 
     result = unittest.TextTestRunner(verbosity=0).run(unittest.defaultTestLoader.loadTestsFromModule(CliBatchTest))
     assert result.testsRun == 3 and result.wasSuccessful(), result.failures + result.errors
+
+
+def test_pydicom_internals_are_imported_in_one_module_only():
+    internal = ("pydicom.filereader", "pydicom.filewriter", "pydicom.filebase", "pydicom.charset", "pydicom.values")
+    offenders = []
+    for path in production_files():
+        if path.name == "pydicom_internals.py":
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(internal):
+                offenders.append(f"{path.relative_to(REPO)}: {node.module}")
+            if isinstance(node, ast.ImportFrom) and any(a.name == "RawDataElement" for a in node.names) \
+                    and node.module != "DicomFidelityCommonLib.dicom.pydicom_internals":
+                offenders.append(f"{path.relative_to(REPO)}: RawDataElement")
+        if "._character_set" in text:
+            offenders.append(f"{path.relative_to(REPO)}: _character_set")
+    assert not offenders, offenders
+
+
+def test_pydicom_internals_still_take_what_we_pass():
+    """The parameters and fields our fast paths rely on, in the installed pydicom."""
+    import inspect
+
+    from DicomFidelityCommonLib.dicom import pydicom_internals as internals
+
+    assert {"stop_when", "parent_encoding"} <= set(inspect.signature(internals.read_dataset).parameters)
+    assert {"is_implicit_VR", "is_little_endian", "offset"} <= set(inspect.signature(internals.read_sequence).parameters)
+    assert list(internals.RawDataElement._fields)[:7] == ["tag", "VR", "length", "value", "value_tell",
+                                                          "is_implicit_VR", "is_little_endian"]
+    assert "enforce_standard" in inspect.signature(internals.write_file_meta_info).parameters
+    assert {"parent_encoding"} <= set(inspect.signature(internals.write_dataset).parameters)
+    from pydicom import examples
+
+    assert internals.character_set(examples.ct) == ["latin_1"]  # the Python codec the file's strings decode with

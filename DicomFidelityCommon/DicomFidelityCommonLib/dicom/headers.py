@@ -26,15 +26,22 @@ from pathlib import Path
 
 import pydicom
 from pydicom import uid as uids
-from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_sequence
 from pydicom.tag import BaseTag
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
-from pydicom.values import convert_string
+from pydicom.valuerep import VR
+
+from DicomFidelityCommonLib.dicom.pydicom_internals import (
+    EXPLICIT_VR_LENGTH_32,
+    DicomBytesIO,
+    RawDataElement,
+    convert_encodings,
+    convert_string,
+    default_encoding,
+    empty_value_for_VR,
+    read_sequence,
+)
 
 FIRST_READ_BYTES = 16384  # a typical CT header is 1-8 KB; more is read only when the header is longer
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # where pydicom's stop_before_pixels stops

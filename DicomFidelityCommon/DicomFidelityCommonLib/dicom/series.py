@@ -58,7 +58,8 @@ def require(ds: Dataset, keyword: str, path: str | Path | None = None):
     return value
 
 
-REFERENCE_UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+REFERENCE_UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+                          "FrameOfReferenceUID")
 SLICE_KEYWORDS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
                   *REFERENCE_UID_KEYWORDS, "Modality")
 _GEOMETRY_KEYWORDS = SLICE_KEYWORDS[:5]
@@ -205,7 +206,8 @@ def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset)
     if missing is not None:
         raise MissingTagError("required attribute is missing or empty", paths[missing[0]], missing[1])
     orientations, positions = keys.array("ImageOrientationPatient", 6), keys.positions
-    for keyword, values, count in (("ImageOrientationPatient", orientations, 6), ("ImagePositionPatient", positions, 3)):
+    for keyword, values, count in (("ImageOrientationPatient", orientations, 6),
+                                   ("ImagePositionPatient", positions, 3)):
         bad = np.isnan(values).any(axis=1)
         if bad.any():
             raise GeometryError(f"{keyword} does not have {count} numbers", paths[int(np.argmax(bad))], keyword)
@@ -216,14 +218,16 @@ def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset)
                             "ImageOrientationPatient")
     sizes = np.array([keys.column("Rows"), keys.column("Columns")]).T
     if np.any(sizes != sizes[0]):
-        raise GeometryError("Rows/Columns differ from the first slice", paths[int(np.argmax(np.any(sizes != sizes[0], axis=1)))])
+        raise GeometryError("Rows/Columns differ from the first slice",
+                            paths[int(np.argmax(np.any(sizes != sizes[0], axis=1)))])
     rows, columns = (int(v) for v in sizes[0])
     if len(positions) > 1:
         steps = np.diff(positions, axis=0)
         lengths = np.linalg.norm(steps, axis=1)
         if np.any(lengths < POSITION_TOLERANCE_MM):
             duplicate = paths[int(np.argmin(lengths)) + 1]
-            raise GeometryError("two slices share one ImagePositionPatient (duplicate or multi-phase series)", duplicate)
+            raise GeometryError("two slices share one ImagePositionPatient (duplicate or multi-phase series)",
+                                duplicate)
         step = positions[-1] - positions[0]
         step = step / (len(positions) - 1)
         if not np.allclose(lengths, lengths.mean(), atol=max(POSITION_TOLERANCE_MM, 1e-3 * lengths.mean())):
@@ -233,7 +237,8 @@ def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset)
                 f"{np.max(np.abs(np.cumsum(lengths) - lengths.mean() * np.arange(1, len(lengths) + 1))):.3f} mm"
             )
             if lengths.max() > 1.5 * np.median(lengths):
-                warnings.append(f"gap in the series: largest slice step {lengths.max():.3f} mm, median {np.median(lengths):.3f} mm")
+                warnings.append(f"gap in the series: largest slice step {lengths.max():.3f} mm, "
+                                f"median {np.median(lengths):.3f} mm")
         normal = np.cross(orientation[:3], orientation[3:])
         cosine = abs(float(np.dot(step / np.linalg.norm(step), normal)))
         if cosine < 1 - 1e-4:
@@ -278,11 +283,13 @@ def read_image_series(source: str | Path | Iterable[str | Path], series_instance
             continue
         by_series[values[series_index] or ""].append((ds, path, values))
     if not by_series:
-        raise WrongModalityError("no DICOM image slices (CT, MR, ...) with ImagePositionPatient found", source if isinstance(source, (str, Path)) else None)
+        raise WrongModalityError("no DICOM image slices (CT, MR, ...) with ImagePositionPatient found",
+                                 source if isinstance(source, (str, Path)) else None)
     warnings: list[str] = []
     if series_instance_uid is not None:
         if series_instance_uid not in by_series:
-            raise InvalidInputFileError(f"series {series_instance_uid} not found", source if isinstance(source, (str, Path)) else None)
+            raise InvalidInputFileError(f"series {series_instance_uid} not found",
+                                        source if isinstance(source, (str, Path)) else None)
         chosen = series_instance_uid
     else:
         chosen = max(by_series, key=lambda uid: len(by_series[uid]))

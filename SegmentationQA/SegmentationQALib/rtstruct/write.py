@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from DicomFidelityCommonLib.dicom.pydicom_internals import RawDataElement
 from DicomFidelityCommonLib.dicom.series import ImageSeries
 from DicomFidelityCommonLib.errors import EmptySegmentationError, FrameOfReferenceMismatchError
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress

@@ -15,10 +15,15 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from DicomFidelityCommonLib.dicom.deflate import InflatingReader
+from DicomFidelityCommonLib.dicom.pydicom_internals import (
+    character_set,
+    read_dataset,
+    read_file_meta_info,
+    read_preamble,
+)
 from DicomFidelityCommonLib.errors import InvalidInputFileError
 
 PIXEL_DATA_TAG = 0x7FE00010
@@ -86,7 +91,7 @@ class SegStream:
         if self.consumed:
             raise RuntimeError("pixel data already partly consumed; reopen the file for the whole dataset")
         if self.pixel_length is not None:
-            implicit, little, encoding = self.ds.original_encoding + (self.ds._character_set,)
+            implicit, little, encoding = self.ds.original_encoding + (character_set(self.ds),)
             try:
                 self._reader.seek(self.pixel_element_start)
                 rest = read_dataset(self._reader, implicit, little, parent_encoding=encoding)
@@ -116,7 +121,7 @@ def open_seg_stream(path: str | Path) -> SegStream | None:
     try:
         try:
             preamble = read_preamble(raw, False)
-            file_meta = _read_file_meta_info(raw)
+            file_meta = read_file_meta_info(raw)
         except READ_ERRORS as exc:
             raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
         syntax = file_meta.get("TransferSyntaxUID")
@@ -131,7 +136,7 @@ def open_seg_stream(path: str | Path) -> SegStream | None:
         except READ_ERRORS as exc:
             raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
         ds = FileDataset(str(path), dataset, preamble, file_meta, implicit, True)
-        ds.set_original_encoding(implicit, True, dataset._character_set)
+        ds.set_original_encoding(implicit, True, character_set(dataset))
         stream = SegStream(path, raw, reader, ds, pixel_vr, pixel_length)
         if isinstance(reader, InflatingReader):
             reader.forget_history()

@@ -16,8 +16,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import BinaryIO
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from DicomFidelityCommonLib.dicom.deflate import (
@@ -27,6 +25,7 @@ from DicomFidelityCommonLib.dicom.deflate import (
     ParallelDeflateWriter,
     deflate_block,
 )
+from DicomFidelityCommonLib.dicom.pydicom_internals import DicomBytesIO, write_dataset, write_file_meta_info
 
 PROGRESS_SECONDS = 0.2
 

@@ -17,16 +17,14 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
-from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
+from DicomFidelityCommonLib.dicom.pydicom_internals import DicomBytesIO, convert_encodings, write_data_element
 from DicomFidelityCommonLib.dicom.series import ImageSeries
 from SegmentationQALib.seg.census import SegmentationCensus
 from SegmentationQALib.segmentation import SLAB_SLICES, LayeredSegmentation
