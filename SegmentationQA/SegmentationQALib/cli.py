@@ -23,8 +23,9 @@ from DicomFidelityCommonLib.cli import (  # noqa: E402
     run_command,
 )
 from DicomFidelityCommonLib.dicom.series import is_dicom_file  # noqa: E402
+from SegmentationQALib.cli_reference import add_reference_series_arguments, patient_info  # noqa: E402
 from SegmentationQALib.cli_rtstruct import add_rtstruct_commands  # noqa: E402
-from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality  # noqa: E402
+from SegmentationQALib.reference_series import ReferenceModality  # noqa: E402
 from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType  # noqa: E402
 
 # (logic, segmentation nodes that existed before the command): the command's own nodes are released when it
@@ -63,7 +64,8 @@ def loadReference(logic, reference: str):
 def commandExportSeg(args) -> CommandResult:
     start = time.perf_counter()
     logic = makeLogic()
-    segmentationNode = logic.loadSegmentationFile(args.segmentation)
+    labelWarnings: list[str] = []
+    segmentationNode = logic.loadSegmentationFile(args.segmentation, labels=args.labels, warnings=labelWarnings)
     referenceVolumeNode, referenceFolder = loadReference(logic, args.reference)
     options = SegExportOptions(
         seg_type=SegType(args.seg_type),
@@ -72,12 +74,12 @@ def commandExportSeg(args) -> CommandResult:
         content_creator_name=args.content_creator,
         algorithm_type=args.algorithm_type.upper(),
     )
-    info = PatientStudyInfo(patient_name=args.patient_name, patient_id=args.patient_id or "")
     loadTime = time.perf_counter() - start
     result = logic.exportDicomSeg(
         segmentationNode, referenceVolumeNode, args.output_dir, options, exportReference=args.export_reference,
         referenceDicomFolder=referenceFolder, referenceModality=ReferenceModality(args.reference_modality),
-        patientInfo=info, progress=ProgressBar(not args.quiet))
+        patientInfo=patient_info(args), progress=ProgressBar(not args.quiet))
+    result.warnings = labelWarnings + result.warnings
     result.timings["load_inputs"] = loadTime
     result.timings["in_process_total"] = time.perf_counter() - start
     outputs = {"seg": result.seg_path}
@@ -95,12 +97,19 @@ def commandLoadSeg(args) -> CommandResult:
     node, result = logic.loadDicomSeg(args.seg, progress=ProgressBar(not args.quiet))
     t = time.perf_counter()
     result.output_path = logic.saveSegmentationFile(node, args.output)
+    outputs = {"segmentation": result.output_path}
+    if not args.output.lower().endswith((".seg.nrrd", ".seg.nhdr")):
+        # a label volume keeps only numbers: its names, colours and codes go beside it (dcmqi JSON, Slicer table)
+        from SegmentationQALib.labels import write_description_beside
+
+        written = write_description_beside(logic.layeredSegmentationFromNode(node, copy=False), result.output_path)
+        outputs["labels_dcmqi_json"] = next(str(p) for p in written if p.name.endswith(".dcmqi.json"))
+        outputs["labels_colour_table"] = [str(p) for p in written if not p.name.endswith(".dcmqi.json")]
     result.timings["write_output"] = time.perf_counter() - t
     result.timings["in_process_total"] = time.perf_counter() - start
     return CommandResult(
         f"wrote {result.output_path} ({len(result.segments)} segments from {result.seg_type} SEG) "
-        f"in {result.timings['in_process_total']:.2f} s",
-        {"segmentation": result.output_path}, result.warnings, result.timings, result.to_json())
+        f"in {result.timings['in_process_total']:.2f} s", outputs, result.warnings, result.timings, result.to_json())
 
 
 def buildParser() -> argparse.ArgumentParser:
@@ -114,14 +123,14 @@ def buildParser() -> argparse.ArgumentParser:
     export.add_argument("--seg-type", choices=[t.value for t in SegType], default=SegType.AUTO.value)
     export.add_argument("--compression", choices=[c.value for c in Compression], default=None,
                         help="lossless transfer syntax (default: deflate, which dcmqi, highdicom and DCMTK read)")
-    export.add_argument("--export-reference", action="store_true",
-                        help="when the reference is not DICOM, also write it as a new DICOM series")
-    export.add_argument("--reference-modality", choices=[m.value for m in ReferenceModality], default="CT")
-    export.add_argument("--patient-name", default="Anonymous^")
-    export.add_argument("--patient-id", default=None)
+    add_reference_series_arguments(export)
     export.add_argument("--series-description", default="Segmentation")
     export.add_argument("--content-creator", default="DicomFidelity^")
-    export.add_argument("--algorithm-type", choices=["manual", "semiautomatic", "automatic"], default="manual")
+    export.add_argument("--algorithm-type", choices=["manual", "semiautomatic", "automatic"], default="manual",
+                        help="for segments whose description does not say")
+    export.add_argument("--labels", metavar="SPEC", default=None,
+                        help="what a label volume's values mean: dcmqi JSON, Slicer colour table, ITK-SNAP labels, "
+                             "or a built-in map (totalsegmentator:total, moose:clin_ct_organs, ...)")
     add_common_arguments(export)
     export.set_defaults(func=commandExportSeg)
 

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments
-from SegmentationQALib.reference_series import PatientStudyInfo
+from SegmentationQALib.cli_reference import add_reference_series_arguments, patient_info
+from SegmentationQALib.reference_series import ReferenceModality
 from SegmentationQALib.rtstruct import FidelityGateError, FidelityThresholds, RtStructExportOptions, Verdict
 
 
@@ -63,7 +64,8 @@ def commandExportRtStruct(args) -> CommandResult:
         result, fidelity = logic.rtstruct.export(
             node, volumeNode, args.output_dir, folder, args.export_reference, options, _thresholds(args),
             Verdict(args.fail_on) if args.fail_on else None, planesFromRtStruct=args.planes_from,
-            patientInfo=PatientStudyInfo(patient_name=args.patient_name), progress=ProgressBar(not args.quiet))
+            referenceModality=ReferenceModality(args.reference_modality),
+            patientInfo=patient_info(args), progress=ProgressBar(not args.quiet))
     except FidelityGateError as exc:  # name the input the gate refused
         raise FidelityGateError(str(exc), args.segmentation) from None
     result.timings["load_inputs"] = loadTime
@@ -124,14 +126,12 @@ def add_rtstruct_commands(subparsers, makeLogic, loadReference) -> None:
     export = subparsers.add_parser("export-rtstruct", help="check, then export a segmentation as RTSTRUCT")
     _common(export)
     export.add_argument("--output-dir", required=True)
-    export.add_argument("--export-reference", action="store_true",
-                        help="when the reference is not DICOM, also write it as a new DICOM series")
     export.add_argument("--fail-on", choices=["lossy", "minor"], default=None,
                         help="write nothing and exit 1 when any segment is this bad")
     export.add_argument("--label", default="DicomFidelity", help="StructureSetLabel (16 characters)")
     export.add_argument("--series-description", default="Structure set exported by DicomFidelity")
     export.add_argument("--roi-interpreted-type", default="", help="RTROIInterpretedType for every ROI (e.g. ORGAN)")
-    export.add_argument("--patient-name", default="Anonymous^", help="for a reference series written with it")
+    add_reference_series_arguments(export)
     export.set_defaults(func=commandExportRtStruct)
 
     load = subparsers.add_parser("load-rtstruct", help="read an RTSTRUCT (even-odd) into .seg.nrrd, and check it")

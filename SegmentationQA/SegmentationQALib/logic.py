@@ -46,7 +46,7 @@ from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModali
 from SegmentationQALib.seg.options import SegExportOptions, SegExportResult, SegLoadResult
 from SegmentationQALib.seg.read import load_seg
 from SegmentationQALib.seg.write import write_seg
-from SegmentationQALib.seg_nrrd import ALGORITHM_TYPE_TAG, write_seg_nrrd
+from SegmentationQALib.seg_nrrd import ALGORITHM_NAME_TAG, ALGORITHM_TYPE_TAG, write_seg_nrrd
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment, SegmentTerminology
 
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
@@ -109,19 +109,28 @@ class SegmentationQAMRMLLogic:
     def arrayFromVolumeNode(self, volumeNode) -> np.ndarray:
         return arrayFromVolumeNode(volumeNode)
 
-    def loadSegmentationFile(self, path, referenceVolumeNode=None, name: str | None = None):
-        """Load .seg.nrrd (overlaps kept), a label volume (.nrrd, .nii.gz: one segment per value) or a DICOM SEG."""
+    def loadSegmentationFile(self, path, referenceVolumeNode=None, name: str | None = None, labels=None,
+                             warnings: list[str] | None = None):
+        """Load .seg.nrrd (overlaps kept), a label volume (.nrrd, .nii.gz: one segment per value) or a DICOM SEG.
+
+        ``labels`` describes a label volume's values (a file or a built-in map such as ``totalsegmentator:total``:
+        SegmentationQALib.labels): names, colours, terminology; ``warnings`` gets what it does not cover.
+        """
         path = Path(path)
         if not path.is_file():
             raise InvalidInputFileError("no such file", path)
         suffix = _suffix(path)
+        if labels is not None and suffix not in LABEL_VOLUME_SUFFIXES:
+            raise WrongModalityError("--labels describes the values of a label volume (.nii.gz, .nrrd); this file "
+                                     "carries its own segment descriptions", path)
         name = name or path.name.split(".")[0]
         if suffix in SEGMENTATION_SUFFIXES:
             _checkImageHeader(path)  # teem aborts the process on a corrupt header; SimpleITK raises instead
             node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
             storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
             storage.SetFileName(str(path))
-            if not storage.ReadData(node) or node.GetSegmentation().GetNumberOfSegments() == 0 and not self._isNrrdSegmentation(path):
+            if (not storage.ReadData(node)
+                    or node.GetSegmentation().GetNumberOfSegments() == 0 and not self._isNrrdSegmentation(path)):
                 self.scene.RemoveNode(node)
                 self.scene.RemoveNode(storage)
                 raise InvalidInputFileError("cannot read as a Slicer segmentation (.seg.nrrd)", path)
@@ -136,20 +145,29 @@ class SegmentationQAMRMLLogic:
             try:
                 image = sitk.ReadImage(str(path))
             except RuntimeError as exc:
-                raise InvalidInputFileError(f"cannot read as a label volume ({str(exc).strip().splitlines()[-1]})", path) from exc
+                raise InvalidInputFileError(f"cannot read as a label volume ({str(exc).strip().splitlines()[-1]})",
+                                            path) from exc
             if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
                 raise WrongModalityError("not a 3D single-component label volume", path)
-            labels = sitk.GetArrayFromImage(image)
-            if labels.dtype.kind == "f":
-                if not np.all(np.mod(labels, 1) == 0):
-                    raise WrongModalityError("voxel values are not integer labels (is this an image, not a segmentation?)", path)
-                labels = labels.astype(np.int32)
-            if labels.min() < 0:
+            values = sitk.GetArrayFromImage(image)
+            if values.dtype.kind == "f":
+                if not np.all(np.mod(values, 1) == 0):
+                    raise WrongModalityError("voxel values are not integer labels "
+                                             "(is this an image, not a segmentation?)", path)
+                values = values.astype(np.int32)
+            if values.min() < 0:
                 raise WrongModalityError("negative label values: not a label volume", path)
-            labels = labels.astype(np.uint8 if labels.max() < 256 else np.uint16)
-            layered = LayeredSegmentation.from_label_volume(VolumeGeometry.from_sitk(image), labels)
+            values = values.astype(np.uint8 if values.max() < 256 else np.uint16)
+            layered = LayeredSegmentation.from_label_volume(VolumeGeometry.from_sitk(image), values)
+            if labels is not None:
+                from SegmentationQALib.labels import label_segmentation
+
+                layered, labelWarnings = label_segmentation(layered, labels)
+                if warnings is not None:
+                    warnings.extend(labelWarnings)
             return self.segmentationNodeFromLayered(layered, name)
-        raise InvalidInputFileError("unknown segmentation file type (use .seg.nrrd, .nrrd, .nii.gz or a DICOM SEG)", path)
+        raise InvalidInputFileError("unknown segmentation file type (use .seg.nrrd, .nrrd, .nii.gz or a DICOM SEG)",
+                                    path)
 
     @staticmethod
     def _isNrrdSegmentation(path: Path) -> bool:
@@ -201,7 +219,8 @@ class SegmentationQAMRMLLogic:
             reference = self.geometryFromVolumeNode(referenceVolumeNode) if referenceVolumeNode is not None else None
             layered = self.layeredSegmentationFromNode(segmentationNode, reference)
             if layered.has_overlap():
-                raise OverlapError("segments overlap and a label volume holds one label per voxel; write .seg.nrrd", path)
+                raise OverlapError("segments overlap and a label volume holds one label per voxel; write .seg.nrrd",
+                                   path)
             labels, _ = layered.as_single_labelmap()
             image = layered.geometry.to_sitk(labels)
             with atomic_output_file(path) as tmp:
@@ -249,7 +268,8 @@ class SegmentationQAMRMLLogic:
             segments.append(Segment(
                 name=segment.GetName(), layer=layerOfSegment[segmentId], label_value=segment.GetLabelValue(),
                 color=tuple(segment.GetColor()), terminology=terminology, segment_id=segmentId,
-                algorithm_type=_segmentTag(segment, ALGORITHM_TYPE_TAG) or "MANUAL",
+                algorithm_type=_segmentTag(segment, ALGORITHM_TYPE_TAG),
+                algorithm_name=_segmentTag(segment, ALGORITHM_NAME_TAG),
             ))
         return LayeredSegmentation(target, layerArrays, segments)
 
@@ -284,7 +304,8 @@ class SegmentationQAMRMLLogic:
                 result[tuple(dst)] = array[tuple(src)]
             lost = int(np.count_nonzero(array)) - int(np.count_nonzero(result))
             if lost and warnings is not None:
-                warnings.append(f"segmentation {name!r}: {lost} voxels lie outside the reference volume and were dropped")
+                warnings.append(f"segmentation {name!r}: {lost} voxels lie outside the reference volume "
+                                "and were dropped")
             return result
         layered = LayeredSegmentation(geometry, [array], [])
         resampled, changed = layered.resampled_to(target)
@@ -312,6 +333,8 @@ class SegmentationQAMRMLLogic:
                     segment.SetTerminology(segmentInfo.terminology.to_slicer())
                 if segmentInfo.algorithm_type and segmentInfo.algorithm_type != "MANUAL":
                     segment.SetTag(ALGORITHM_TYPE_TAG, segmentInfo.algorithm_type)
+                if segmentInfo.algorithm_name:
+                    segment.SetTag(ALGORITHM_NAME_TAG, segmentInfo.algorithm_name)
                 segment.AddRepresentation(binaryName, images[segmentInfo.layer])
                 segmentation.AddSegment(segment, segmentInfo.segment_id or "")
         finally:

@@ -47,6 +47,10 @@ class PatientStudyInfo:
     series_description: str = "Reference volume exported by DicomFidelity"
     series_number: int = 1000
     frame_of_reference_uid: str = ""  # generated when empty
+    # BodyPartExamined (e.g. ABDOMEN). Unknown (empty), Laterality is written empty as "actually unknown";
+    # known and unpaired, Laterality is left out (General Series, Type 2C); paired parts need ``laterality``.
+    body_part_examined: str = ""
+    laterality: str = ""  # R or L, for a paired body part
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -106,7 +110,8 @@ def write_reference_series(
         geometry = VolumeGeometry(geometry.shape, affine)
 
     encoding = choose_encoding(volume)
-    stored = np.rint((volume.astype(np.float64) - encoding.intercept) / encoding.slope) if not encoding.exact else volume
+    stored = (np.rint((volume.astype(np.float64) - encoding.intercept) / encoding.slope)
+              if not encoding.exact else volume)
     stored = np.clip(stored, np.iinfo(encoding.dtype).min, np.iinfo(encoding.dtype).max).astype(encoding.dtype)
     now = datetime.datetime.now()
     date, time_ = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
@@ -133,7 +138,8 @@ def write_reference_series(
             ds.SpecificCharacterSet = "ISO_IR 192"
             ds.SOPClassUID = modality.sop_class_uid
             ds.SOPInstanceUID = sop_uid
-            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"] if modality == ReferenceModality.CT else ["DERIVED", "SECONDARY", "OTHER"]
+            ds.ImageType = (["DERIVED", "SECONDARY", "AXIAL"] if modality == ReferenceModality.CT
+                            else ["DERIVED", "SECONDARY", "OTHER"])
             ds.InstanceCreationDate, ds.InstanceCreationTime = date, time_
             ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime = date, time_, date, time_
             ds.ContentDate, ds.ContentTime = date, time_
@@ -151,10 +157,13 @@ def write_reference_series(
             ds.SeriesInstanceUID = series_uid
             ds.StudyID = info.study_id
             ds.SeriesNumber = info.series_number
-            ds.Laterality = ""  # unknown; Type 2C in General Series
             ds.PatientPosition = ""  # unknown for a volume that did not come from a scanner
             ds.InstanceNumber = k + 1
             ds.PatientOrientation = ""
+            if info.body_part_examined:
+                ds.BodyPartExamined = info.body_part_examined.upper()
+            if info.laterality or not info.body_part_examined:
+                ds.Laterality = info.laterality.upper()  # empty: actually unknown (no body part given)
             ds.FrameOfReferenceUID = frame_of_reference_uid
             ds.PositionReferenceIndicator = ""
             ds.ImagePositionPatient = [ds_text(float(v)) for v in positions[k]]
@@ -207,4 +216,7 @@ def write_reference_series(
     for ds in datasets:
         del ds.PixelData
     written = VolumeGeometry(geometry.shape, geometry.affine_lps)
-    return ImageSeries(paths=paths, datasets=datasets, geometry=written, warnings=[])
+    warnings = [] if info.body_part_examined else [
+        "the reference series has no body part, so its Laterality is written empty (unknown); give the body part "
+        "(--body-part, e.g. ABDOMEN) to write BodyPartExamined instead"]
+    return ImageSeries(paths=paths, datasets=datasets, geometry=written, warnings=warnings)

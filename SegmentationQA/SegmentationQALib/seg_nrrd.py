@@ -17,6 +17,7 @@ from DicomFidelityCommonLib.safe_write import atomic_output_file
 from SegmentationQALib.segmentation import LayeredSegmentation
 
 ALGORITHM_TYPE_TAG = "DicomFidelity.AlgorithmType"
+ALGORITHM_NAME_TAG = "DicomFidelity.AlgorithmName"
 
 
 def reference_geometry_string(geometry: VolumeGeometry) -> str:
@@ -34,6 +35,8 @@ def _tags(segment) -> str:
         tags.append(f"TerminologyEntry:{segment.terminology.to_slicer()}")
     if segment.algorithm_type and segment.algorithm_type != "MANUAL":
         tags.append(f"{ALGORITHM_TYPE_TAG}:{segment.algorithm_type}")
+    if segment.algorithm_name:
+        tags.append(f"{ALGORITHM_NAME_TAG}:{segment.algorithm_name}")
     return "".join(f"{tag}|" for tag in tags)
 
 

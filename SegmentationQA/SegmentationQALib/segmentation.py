@@ -96,7 +96,7 @@ class Segment:
     color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # RGB in 0..1
     terminology: SegmentTerminology | None = None
     segment_id: str = ""
-    algorithm_type: str = "MANUAL"  # MANUAL, SEMIAUTOMATIC or AUTOMATIC
+    algorithm_type: str | None = None  # MANUAL, SEMIAUTOMATIC or AUTOMATIC; None: not stated (the export option)
     algorithm_name: str | None = None
 
     def to_json(self) -> dict:

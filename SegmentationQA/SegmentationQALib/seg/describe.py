@@ -29,7 +29,8 @@ def _code(term: CodedTerm, shared: dict | None = None) -> hd.sr.CodedConcept:
 
 def rgb_to_cielab(color) -> hd.color.CIELabColor:
     rgb = tuple(int(round(min(1.0, max(0.0, float(c))) * 255)) for c in color[:3])
-    return hd.color.CIELabColor.from_rgb(*rgb) if hasattr(hd.color.CIELabColor, "from_rgb") else hd.color.CIELabColor(*rgb)
+    return (hd.color.CIELabColor.from_rgb(*rgb) if hasattr(hd.color.CIELabColor, "from_rgb")
+            else hd.color.CIELabColor(*rgb))
 
 
 def segment_description(number: int, segment: Segment, options: SegExportOptions,
@@ -106,8 +107,8 @@ def segment_from_description(item, layer: int, label_value: int) -> Segment:
     if "RecommendedDisplayCIELabValue" in item:
         rgb = hd.color.CIELabColor.from_dicom_value(list(item.RecommendedDisplayCIELabValue)).to_rgb()
         color = tuple(float(c) / 255.0 for c in rgb)
-    algorithm_name = None
-    if "SegmentationAlgorithmIdentificationSequence" in item and item.SegmentationAlgorithmIdentificationSequence:
+    algorithm_name = str(item.get("SegmentAlgorithmName", "") or "") or None  # what highdicom writes (Type 1C)
+    if algorithm_name is None and item.get("SegmentationAlgorithmIdentificationSequence"):
         algorithm_name = str(item.SegmentationAlgorithmIdentificationSequence[0].get("AlgorithmName", "")) or None
     number = int(item.SegmentNumber)
     return Segment(
