@@ -18,12 +18,12 @@ from typing import BinaryIO
 
 from DicomFidelityCommonLib.errors import InvalidInputFileError
 
-try:  # ISA-L: a standard raw deflate stream about 10x faster than zlib's (measured in seg_options)
+try:  # ISA-L: a standard raw deflate stream about 10x faster than zlib's (Docs/benchmarks.md)
     from isal import isal_zlib
 except ImportError:  # e.g. a Slicer whose Python lacks the package: plain zlib, same streams
     isal_zlib = None
 
-# zlib level when the caller does not choose (seg_options.DEFAULT_DEFLATE_LEVEL_BY_TYPE has the measured ones).
+# zlib level when the caller does not choose (seg.options has the defaults, Docs/benchmarks.md the measurements).
 DEFAULT_DEFLATE_LEVEL = 3
 # zlib level -> the ISA-L level that stands in for it: zlib's greedy levels 1-3 only. On our frames ISA-L 1 and 2
 # (equal on this CPU; 2 is ISA-L's default) write 0.95-1.11x zlib 3's size on LABELMAP and half of it on BINARY,
@@ -167,8 +167,7 @@ class InflatingReader:
     While ``keep_history`` is set (header parsing) every inflated byte is kept, so pydicom can rewind anywhere in
     the header; afterwards only ``KEEP_BEHIND`` bytes are kept behind the position. A deflate stream that ends
     early or is corrupt raises InvalidInputFileError naming the file. Inflates with the one backend, ISA-L when
-    installed: 4.6-7.7x faster than zlib on our SEGs (105 MB of LABELMAP frames 0.010 s against 0.045 s, 630 MB of
-    BINARY frames 0.17 s against 1.1 s; 2026-11-22).
+    installed (4.6-7.7x faster than zlib on our SEGs: Docs/benchmarks.md).
     """
 
     def __init__(self, raw, path: str | Path):

@@ -72,36 +72,15 @@ def default_compression(seg_type: SegType) -> Compression:
 # DCMTK (Slicer's DICOM import) all read; RLE is 2-3x larger, JPEG-LS is as small but dcmqi cannot decode it.
 DEFAULT_COMPRESSION_BY_TYPE = {SegType.LABELMAP: Compression.DEFLATE, SegType.BINARY: Compression.DEFLATE}
 
-# deflate_level is a zlib level (1-9) whichever library deflates: seg_stream.DeflateBackend hands levels 1-3 to ISA-L
-# (package ``isal``) when it can be imported, 4-9 always to zlib. The default depends on which is there.
-# Measured 2026-11-22 on the seg_speed cases (512x512x200 TotalSegmentator labels, 2 cores, AVX-512 CPU), whole
-# file size and write_seg seconds (median of 3):
-#   LABELMAP 117 labels:     zlib 3 0.796 MB 0.18 s   zlib 6 0.371 MB 0.29 s   ISA-L 2 0.755 MB 0.12 s
-#   LABELMAP 1000 (16-bit):  zlib 3 1.313 MB 0.41 s   zlib 6 0.637 MB 0.39 s   ISA-L 2 1.359 MB 0.23 s
-#   BINARY 137 segments:     zlib 3 2.018 MB 0.46 s   zlib 6 0.971 MB 0.61 s   ISA-L 2 1.146 MB 0.32 s
-#   BINARY 1020 segments:    zlib 4 1.856 MB 2.33 s   zlib 6 1.728 MB 2.86 s   ISA-L 2 2.089 MB 0.50 s
-# The frames alone (52/105/241/621 MB) in 4 MB blocks on one thread, MB out / seconds:
-#   zlib 3: 0.779/0.067  1.280/0.164  1.774/0.250  3.579/0.613
-#   zlib 6: 0.355/0.196  0.606/0.330  0.757/0.653  1.232/1.70
-#   ISA-L 1 and 2 (equal on this CPU): 0.740/0.0063  1.329/0.013  0.937/0.021  1.598/0.040
-#   ISA-L 0: 1.6-4.1x larger than ISA-L 2, no faster; ISA-L 3: larger than 2, as slow as zlib (0.864/0.090 first).
-# With ISA-L both types take level 3 (ISA-L 2): LABELMAP 0.95-1.04x the size of zlib 3, BINARY 1.18-1.21x that of
-# zlib 6, the whole export 1.5-5.7x faster, both still below the gzip seg.nrrd (0.82 MB and 1.61 MB for the 117 and
-# 137 cases). On seg_compression_speed's small case (61 organs, 1.5 MB of labels): LABELMAP 0.113 against 0.102 MB
-# (1.11x), BINARY 0.253 against 0.216 MB (1.17x); dcmqi (DCMTK) reads both. Inflating (best of 15): ISA-L is
-# 4.6-7.7x faster than zlib on any of these files. zlib-only readers (pydicom, DCMTK) inflate the ISA-L BINARY files
-# as fast as zlib 6's (0.37 against 0.50 s, 1.03 against 1.15 s) but the ISA-L LABELMAP files 2-2.6x slower than
-# zlib 3's (0.064 against 0.032 s, 0.118 against 0.045 s).
-# Without ISA-L: LABELMAP level 2 0.91 MB, 3 0.80 MB (as fast), 4-6 0.06 s slower; BINARY needs the lazy matching of
-# levels >= 4 (zlib 3 is twice the size of 6, and 6 is as fast as 4), which brings it below the gzip seg.nrrd.
+# deflate_level is a zlib level (1-9) whichever library deflates: dicom.deflate.DeflateBackend hands levels 1-3 to
+# ISA-L (package ``isal``) when it can be imported, 4-9 always to zlib. The default depends on which is there: with
+# ISA-L both types take level 3 (ISA-L 2: the export 1.5-5.7x faster, files still below the gzip seg.nrrd); zlib
+# alone needs level 6 for BINARY (lazy matching halves the file). The measurements: Docs/benchmarks.md, "Deflate".
 ISAL_DEFLATE_LEVEL_BY_TYPE = {SegType.LABELMAP: 3, SegType.BINARY: 3}
 ZLIB_DEFLATE_LEVEL_BY_TYPE = {SegType.LABELMAP: 3, SegType.BINARY: 6}
 DEFAULT_DEFLATE_LEVEL_BY_TYPE = (ISAL_DEFLATE_LEVEL_BY_TYPE if deflate_backend().name == "isal"
                                  else ZLIB_DEFLATE_LEVEL_BY_TYPE)
-# Small BINARY SEGs keep zlib's lazy matching even with ISA-L: on the real TotalSegmentator labels at their own
-# 122x101x112 grid (6.5 MB of bit-packed frames) ISA-L makes the file 1.63x the gzip seg.nrrd, zlib 6 1.34x, and
-# zlib 6 costs 0.02 s more there; below this size it costs under 0.1 s. Above it ISA-L's speed wins and the file is
-# smaller than the seg.nrrd either way (512x512x200, 241 MB of frames: 0.70x, 0.32 s against 0.61 s; 2026-11-22).
+# Small BINARY SEGs keep zlib's lazy matching even with ISA-L (smaller files for 0.02 s; Docs/benchmarks.md).
 SMALL_BINARY_FRAME_BYTES = 32 << 20
 
 
