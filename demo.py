@@ -161,7 +161,8 @@ def main(argv=None) -> int:
     if dose:
         lines += ["", "## Dose on the CT grid", f"- units {dose.get('dose_units')}, max dose in "
                   f"{dose.get('max_dose_in')} out {dose.get('max_dose_out')}, fraction of dose grid outside the CT "
-                  f"{dose.get('fraction_outside')}", f"- outputs: {', '.join(map(str, dose.get('outputs', {}).values()))}"]
+                  f"{dose.get('fraction_outside')}",
+                  f"- outputs: {', '.join(map(str, dose.get('outputs', {}).values()))}"]
     lines += ["", "## Validation", f"- dciodvfy on {len(to_check)} written DICOM objects: "
               f"{'no errors' if not errors else f'{len(errors)} with errors'}"]
     lines += [f"  - {path}: {msgs[:3]}" for path, msgs in errors.items()]

@@ -154,11 +154,14 @@ class DoseAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             labelmap = segments
             if segments is not None and segments.IsA("vtkMRMLSegmentationNode"):
                 labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "DVH labels")
-                slicer.modules.segmentations.logic().ExportVisibleSegmentsToLabelmapNode(segments, labelmap, self.doseNode)
+                slicer.modules.segmentations.logic().ExportVisibleSegmentsToLabelmapNode(
+                    segments, labelmap, self.doseNode)
             reference = self.ui.referenceSelector.currentNode()
             referenceArray = self.logic.arrayFromVolumeNode(reference) if reference is not None and \
-                self.logic.geometryFromVolumeNode(reference).is_close(self.logic.geometryFromVolumeNode(self.doseNode)) else None
-            curves, outputs = self.logic.computeDvh(self.doseNode, labelmap, self.ui.reportPathLineEdit.currentPath or None,
+                self.logic.geometryFromVolumeNode(reference).is_close(
+                    self.logic.geometryFromVolumeNode(self.doseNode)) else None
+            curves, outputs = self.logic.computeDvh(self.doseNode, labelmap,
+                                                    self.ui.reportPathLineEdit.currentPath or None,
                                                     referenceArray=referenceArray)
             self.logic.dvhTableNode(curves)
             self._show({c.name: c.to_json() for c in curves} | outputs)

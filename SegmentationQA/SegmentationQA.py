@@ -75,7 +75,8 @@ def registerDicomPlugin() -> None:
                         continue
                     loadable = DICOMLoadable()
                     loadable.files = [path]
-                    loadable.name = slicer.dicomDatabase.fileValue(path, self.tags["seriesDescription"]) or "Segmentation"
+                    loadable.name = (slicer.dicomDatabase.fileValue(path, self.tags["seriesDescription"])
+                                     or "Segmentation")
                     loadable.tooltip = "Loaded by SegmentationQA's fast reader (names, colours, terminology kept)"
                     loadable.selected = True
                     loadable.confidence = SEG_PLUGIN_CONFIDENCE
@@ -324,7 +325,8 @@ class SegmentationQATest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Export a synthetic overlapping segmentation as DICOM SEG and load it back")
         logic = SegmentationQALogic()
-        geometry = VolumeGeometry.from_origin_spacing_direction((8, 32, 32), (-20, -20, 5), (1.25, 1.25, 2.5), np.eye(3))
+        geometry = VolumeGeometry.from_origin_spacing_direction((8, 32, 32), (-20, -20, 5), (1.25, 1.25, 2.5),
+                                                                np.eye(3))
         ct = (np.arange(8 * 32 * 32, dtype=np.int16).reshape(8, 32, 32) % 200) - 100
         volume = logic.volumeNodeFromArray(ct, geometry, "SelfTestCT")
         first = np.zeros(geometry.shape, np.uint8)

@@ -12,5 +12,6 @@ from datapaths import shared_data_dir
 def shared_data() -> Path:
     path = shared_data_dir()
     if not path.is_dir():
-        raise RuntimeError(f"real test data not found at {path}: set DICOMFIDELITY_DATA or place shared/ beside the repo")
+        raise RuntimeError(f"real test data not found at {path}: "
+                           "set DICOMFIDELITY_DATA or place shared/ beside the repo")
     return path

@@ -64,8 +64,10 @@ def assert_same_seg(fast_path, slow_path):
     for keyword in sorted(keys - PER_INSTANCE):
         assert fast.get(keyword) == slow.get(keyword), keyword
     for a, b in zip(fast.DimensionIndexSequence, slow.DimensionIndexSequence):
-        assert a.DimensionIndexPointer == b.DimensionIndexPointer and a.FunctionalGroupPointer == b.FunctionalGroupPointer
-    assert len(fast.PerFrameFunctionalGroupsSequence) == len(slow.PerFrameFunctionalGroupsSequence) == fast.NumberOfFrames
+        assert (a.DimensionIndexPointer == b.DimensionIndexPointer
+                and a.FunctionalGroupPointer == b.FunctionalGroupPointer)
+    assert (len(fast.PerFrameFunctionalGroupsSequence) == len(slow.PerFrameFunctionalGroupsSequence)
+            == fast.NumberOfFrames)
     for index, (a, b) in enumerate(zip(fast.PerFrameFunctionalGroupsSequence, slow.PerFrameFunctionalGroupsSequence)):
         assert a == b, f"frame {index + 1}"
     assert np.array_equal(fast.pixel_array, slow.pixel_array)

@@ -80,7 +80,8 @@ def read_reference(path: str | Path) -> Reference:
         def load() -> np.ndarray:
             return sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))
 
-        warnings = [] if uid else ["reference volume file carries no FrameOfReferenceUID: the frame of reference is not checked"]
+        warnings = [] if uid else ["reference volume file carries no FrameOfReferenceUID: "
+                                   "the frame of reference is not checked"]
         return Reference(geometry, uid, str(path), warnings, _loader=load)
     series = read_image_series(path)
     return Reference(series.geometry, series.frame_of_reference_uid, str(path), list(series.warnings), series=series,
@@ -95,11 +96,13 @@ def read_registration(path: str | Path) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise InvalidInputFileError(f"cannot read a 4x4 matrix ({exc})", path) from exc
     if matrix.shape != (4, 4) or not np.allclose(matrix[3], [0, 0, 0, 1]) or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
-        raise InvalidInputFileError(f"expected an invertible affine 4x4 matrix with last row 0 0 0 1, got shape {matrix.shape}", path)
+        raise InvalidInputFileError(f"expected an invertible affine 4x4 matrix with last row 0 0 0 1, "
+                                    f"got shape {matrix.shape}", path)
     return matrix
 
 
-def check_frame_of_reference(grids: Sequence[DoseGrid], reference: Reference, registration: np.ndarray | None) -> list[str]:
+def check_frame_of_reference(grids: Sequence[DoseGrid], reference: Reference,
+                             registration: np.ndarray | None) -> list[str]:
     """Same FrameOfReferenceUID, or a registration; otherwise an error naming the dose file."""
     warnings = []
     for grid in grids:
@@ -228,7 +231,8 @@ def align(dose_paths: Sequence[str | Path] | Sequence[DoseGrid], reference: Refe
     else:
         base = grids[0]
         dose = (summed_native if summed_native is not None
-                else np.sum([resample_dose_onto_dose(g, base, interpolation) for g in grids], axis=0)).astype(np.float32)
+                else np.sum([resample_dose_onto_dose(g, base, interpolation) for g in grids],
+                            axis=0)).astype(np.float32)
         inside = np.ones(dose.shape, bool)
         t_read = time.perf_counter()
         volume = reference.array()
@@ -251,13 +255,15 @@ def align(dose_paths: Sequence[str | Path] | Sequence[DoseGrid], reference: Refe
             geometry, frame_offsets = base.geometry(), None
         else:
             geometry, frame_offsets = None, np.asarray(base.frame_offsets, float)
-            warnings.append("the dose grid has non-uniform frame offsets: only .npz (with frame_offsets_mm) can hold it")
+            warnings.append("the dose grid has non-uniform frame offsets: "
+                            "only .npz (with frame_offsets_mm) can hold it")
         timings["resample"] = time.perf_counter() - t - timings["read_reference_voxels"]
     warnings += statistics.warnings
     timings["total"] = time.perf_counter() - start
     progress(1.0, "aligned")
     return AlignmentResult(
-        direction=direction, interpolation=interpolation, dose=dose.astype(np.float32, copy=False), inside_dose_grid=inside,
+        direction=direction, interpolation=interpolation, dose=dose.astype(np.float32, copy=False),
+        inside_dose_grid=inside,
         geometry=geometry, frame_offsets=frame_offsets, units=grids[0].units, dose_paths=[g.path for g in grids],
         reference_source=reference.source, statistics=statistics, doses=[g.summary() for g in grids],
         reference_array=reference_array, warnings=warnings, timings=timings, dose_grids=grids, reference=reference,

@@ -51,7 +51,8 @@ def cumulative_dvh(dose: np.ndarray, mask: np.ndarray, voxel_volume_ml: float, n
     counts, _ = np.histogram(values, bins=edges)
     at_least = np.cumsum(counts[::-1])[::-1]  # voxels with dose >= edges[n]
     percent = 100.0 * at_least / values.size
-    return DvhCurve(name=name, label=label, volume_ml=values.size * voxel_volume_ml, dose=edges[:-1], volume_percent=percent,
+    return DvhCurve(name=name, label=label, volume_ml=values.size * voxel_volume_ml, dose=edges[:-1],
+                    volume_percent=percent,
                     min_dose=float(values.min()), mean_dose=float(values.mean()), max_dose=top,
                     d95=float(np.percentile(values, 5)), d2=float(np.percentile(values, 98)))
 
@@ -64,7 +65,8 @@ def read_labelmap(path: str | Path, geometry: VolumeGeometry) -> tuple[np.ndarra
     except RuntimeError as exc:
         raise InvalidInputFileError(f"cannot read the labelmap ({str(exc).strip().splitlines()[-1]})", path) from exc
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
-        raise InvalidInputFileError("labelmap must be one 3D layer (overlapping Slicer segments: export a labelmap per layer)", path)
+        raise InvalidInputFileError("labelmap must be one 3D layer "
+                                    "(overlapping Slicer segments: export a labelmap per layer)", path)
     names: dict[int, str] = {}
     keys = set(image.GetMetaDataKeys())
     n = 0
@@ -86,7 +88,8 @@ def read_labelmap(path: str | Path, geometry: VolumeGeometry) -> tuple[np.ndarra
     return labels, names, warnings
 
 
-def dvh_for_labels(dose: np.ndarray, labels: np.ndarray, names: dict[int, str], geometry: VolumeGeometry) -> list[DvhCurve]:
+def dvh_for_labels(dose: np.ndarray, labels: np.ndarray, names: dict[int, str],
+                   geometry: VolumeGeometry) -> list[DvhCurve]:
     if labels.shape != dose.shape:
         raise GeometryError(f"labelmap {labels.shape} and dose {dose.shape} differ in shape")
     voxel_ml = abs(float(np.linalg.det(geometry.affine_lps[:3, :3]))) / 1000.0
@@ -161,7 +164,8 @@ def write_report(folder: str | Path, dose: np.ndarray, ct: np.ndarray | None, ge
             plot_dvh(tmp / "dvh.png", curves, units)
         slice_index = plot_overlay(tmp / "overlay.png", ct, dose, units=units)
         rows = "".join(
-            f"<tr><td>{html.escape(c.name)}</td><td>{c.volume_ml:.2f}</td><td>{c.min_dose:.3f}</td><td>{c.mean_dose:.3f}</td>"
+            f"<tr><td>{html.escape(c.name)}</td><td>{c.volume_ml:.2f}</td><td>{c.min_dose:.3f}</td>"
+            f"<td>{c.mean_dose:.3f}</td>"
             f"<td>{c.max_dose:.3f}</td><td>{c.d95:.3f}</td><td>{c.d2:.3f}</td></tr>" for c in curves)
         table = (f"<table border='1' cellpadding='3'><tr><th>segment</th><th>volume (mL)</th><th>min</th><th>mean</th>"
                  f"<th>max</th><th>D95</th><th>D2</th></tr>{rows}</table>") if curves else "<p>No segments given.</p>"

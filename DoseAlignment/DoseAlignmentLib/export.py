@@ -52,7 +52,8 @@ def write_npz(path: str | Path, result: AlignmentResult, compress: bool = False)
     arrays = {"dose": result.dose, "inside_dose_grid": result.inside_dose_grid.astype(np.uint8)}
     if result.reference_array is not None:
         if result.reference_array.shape != result.dose.shape:
-            raise GeometryError(f"reference {result.reference_array.shape} and dose {result.dose.shape} differ in shape")
+            raise GeometryError(f"reference {result.reference_array.shape} and dose {result.dose.shape} "
+                                "differ in shape")
         arrays["ct"] = result.reference_array.astype(np.float32, copy=False)
     if result.geometry is not None:
         arrays["affine_lps"] = result.geometry.affine_lps
@@ -79,7 +80,8 @@ def write_arrays(path: str | Path, result: AlignmentResult, reference_path: str 
         outputs["arrays"] = str(path)
         return outputs
     if result.geometry is None:
-        raise GeometryError("the dose grid has non-uniform frame offsets, which NRRD/NIfTI cannot hold; write .npz", path)
+        raise GeometryError("the dose grid has non-uniform frame offsets, which NRRD/NIfTI cannot hold; "
+                            "write .npz", path)
     metadata = {"DoseUnits": result.units.value, "DicomFidelity": json.dumps(result.metadata())}
     write_volume(path, result.dose, result.geometry, metadata, compress)
     outputs["dose"] = str(path)
@@ -191,14 +193,16 @@ def write_rtdose(path: str | Path, result: AlignmentResult) -> Path:
     if result.geometry is None or result.reference is None:
         raise GeometryError("an RTDOSE on the reference grid needs a dose-to-ct alignment", path)
     reference = result.reference
-    uid = reference.frame_of_reference_uid or (result.dose_grids[0].frame_of_reference_uid if result.dose_grids else None)
+    uid = reference.frame_of_reference_uid or (result.dose_grids[0].frame_of_reference_uid
+                                               if result.dose_grids else None)
     if not uid:
         raise InvalidInputFileError("no FrameOfReferenceUID known for the reference: cannot write an RTDOSE", path)
     first = result.dose_grids[0]
     summation = first.summation_type if len(result.dose_grids) == 1 else (
         "PLAN" if first.summation_type in ("BEAM", "BRACHY", "CONTROL_POINT") else first.summation_type)
     headers = reference.series.datasets[0] if reference.series is not None else None
-    ds = build_rtdose(result.dose, result.geometry, result.units, first.dose_type, summation, uid, first.dataset, headers)
+    ds = build_rtdose(result.dose, result.geometry, result.units, first.dose_type, summation, uid, first.dataset,
+                      headers)
     path = Path(path)
     with atomic_output_file(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)

@@ -90,16 +90,20 @@ class DoseAlignmentMRMLLogic:
         dx, dy, _ = geometry.spacing
         return DoseGrid(
             dose=self.arrayFromVolumeNode(doseVolumeNode).astype(np.float64),
-            image_position=geometry.origin_lps, image_orientation=np.concatenate([direction[:, 0], direction[:, 1]]),
-            pixel_spacing=(float(dy), float(dx)), frame_offsets=np.arange(geometry.shape[0]) * float(np.dot(step, normal)),
-            units=DoseUnits(unitName.upper()), frame_of_reference_uid=self.frameOfReferenceUidForNode(doseVolumeNode),
+            image_position=geometry.origin_lps,
+            image_orientation=np.concatenate([direction[:, 0], direction[:, 1]]),
+            pixel_spacing=(float(dy), float(dx)),
+            frame_offsets=np.arange(geometry.shape[0]) * float(np.dot(step, normal)),
+            units=DoseUnits(unitName.upper()),
+            frame_of_reference_uid=self.frameOfReferenceUidForNode(doseVolumeNode),
             path=doseVolumeNode.GetName(), summation_type="PLAN")
 
     @staticmethod
     def _toWorld(node) -> np.ndarray:
         return parentTransformToWorldRas(node) if node is not None else np.eye(4)
 
-    def registrationMatrix(self, transformNode=None, referenceVolumeNode=None, doseVolumeNode=None) -> np.ndarray | None:
+    def registrationMatrix(self, transformNode=None, referenceVolumeNode=None,
+                           doseVolumeNode=None) -> np.ndarray | None:
         """LPS 4x4 mapping dose-frame points to the reference volume's own frame; None when there is nothing to apply.
 
         RTDOSE files: ``transformNode`` maps the dose's frame into the reference's frame (as if the dose were placed
@@ -112,15 +116,18 @@ class DoseAlignmentMRMLLogic:
             doseMatrix = self._toWorld(doseVolumeNode)
         else:
             return None
-        rasMatrix = doseMatrix if doseVolumeNode is None else np.linalg.inv(self._toWorld(referenceVolumeNode)) @ doseMatrix
+        rasMatrix = (doseMatrix if doseVolumeNode is None
+                     else np.linalg.inv(self._toWorld(referenceVolumeNode)) @ doseMatrix)
         if transformNode is None and np.allclose(rasMatrix, np.eye(4)):
             return None
         return LPS_TO_RAS @ rasMatrix @ LPS_TO_RAS
 
     # ------------------------------------------------------------------ resampling
     def resampleDose(self, doses: Sequence, referenceVolumeNode, transformNode=None,
-                     direction: Direction | str = Direction.DOSE_TO_CT, interpolation: Interpolation | str = Interpolation.LINEAR,
-                     outsideValue: float = 0.0, name: str | None = None, progressCallback: ProgressCallback | None = None):
+                     direction: Direction | str = Direction.DOSE_TO_CT,
+                     interpolation: Interpolation | str = Interpolation.LINEAR,
+                     outsideValue: float = 0.0, name: str | None = None,
+                     progressCallback: ProgressCallback | None = None):
         """Align RTDOSE files (paths) or dose volume nodes with ``referenceVolumeNode``.
 
         Returns ``(doseVolumeNode, referenceOnDoseGridNode or None, AlignmentResult)``. dose-to-ct: a dose node on the
@@ -188,7 +195,8 @@ class DoseAlignmentMRMLLogic:
         volumeNode.CreateDefaultDisplayNodes()
 
     # ------------------------------------------------------------------ outputs
-    def exportAligned(self, path, result: AlignmentResult | None = None, referencePath=None, compress: bool = False) -> dict:
+    def exportAligned(self, path, result: AlignmentResult | None = None, referencePath=None,
+                      compress: bool = False) -> dict:
         """NRRD / NIfTI / .npz of the last (or given) alignment; the CT goes beside the dose or into the .npz."""
         result = self._result(result)
         if (referencePath is not None or str(path).lower().endswith(".npz")) and result.reference_array is None \
@@ -204,8 +212,8 @@ class DoseAlignmentMRMLLogic:
         """Cumulative DVH per label of ``labelmapVolumeNode`` (on the dose node's grid); optional HTML report folder."""
         geometry = self.geometryFromVolumeNode(doseVolumeNode)
         if not self.geometryFromVolumeNode(labelmapVolumeNode).is_close(geometry, 1e-2):
-            raise GeometryError(f"labelmap {labelmapVolumeNode.GetName()!r} is not on the dose grid; export it with the "
-                                "dose volume as reference")
+            raise GeometryError(f"labelmap {labelmapVolumeNode.GetName()!r} is not on the dose grid; "
+                                "export it with the dose volume as reference")
         dose = self.arrayFromVolumeNode(doseVolumeNode)
         labels = self.arrayFromVolumeNode(labelmapVolumeNode)
         if names is None:

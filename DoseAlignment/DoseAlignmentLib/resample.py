@@ -101,7 +101,8 @@ def _slice_range(coefficients, constant, shape, low, high) -> tuple[int, int]:
 
 
 def resample_dose(grid: DoseGrid, target: VolumeGeometry, interpolation: Interpolation = Interpolation.LINEAR,
-                  dose_to_target: np.ndarray | None = None, progress: ProgressCallback | None = None) -> tuple[np.ndarray, list[str]]:
+                  dose_to_target: np.ndarray | None = None,
+                  progress: ProgressCallback | None = None) -> tuple[np.ndarray, list[str]]:
     """Dose on ``target``: float32 array [k, j, i] with NaN outside the dose grid (the caller fills it).
 
     ``dose_to_target`` is a 4x4 LPS matrix taking dose-frame points to target-frame points (a registration);
@@ -140,7 +141,8 @@ def _resample_by_slabs(grid, values, target, target_to_dose, interpolation, prog
         k0, k1 = _slice_range(coefficients, constant, target.shape, low, high)
         if k1 <= k0:
             continue
-        slab = _slab_geometry(grid, s[f], s[f + 1] - s[f]).to_sitk(np.ascontiguousarray(values[[order[f], order[f + 1]]]))
+        slab = _slab_geometry(grid, s[f], s[f + 1] - s[f]).to_sitk(
+            np.ascontiguousarray(values[[order[f], order[f + 1]]]))
         part = _resample(slab, target, target_to_dose, interpolation, np.nan, (k0, k1))
         k = np.arange(k0, k1, dtype=float)[:, None, None]
         j = np.arange(target.shape[1], dtype=float)[None, :, None]
@@ -172,9 +174,11 @@ def _resample_bspline_nonuniform(grid, values, target, target_to_dose) -> tuple[
 
 
 def resample_volume_to_dose(volume: np.ndarray, volume_geometry: VolumeGeometry, grid: DoseGrid,
-                            interpolation: Interpolation = Interpolation.LINEAR, dose_to_volume: np.ndarray | None = None,
+                            interpolation: Interpolation = Interpolation.LINEAR,
+                            dose_to_volume: np.ndarray | None = None,
                             outside_value: float = -1000.0, progress: ProgressCallback | None = None) -> np.ndarray:
-    """A reference volume (e.g. CT in HU) on the dose grid, frames in the RTDOSE's order (exact even when non-uniform)."""
+    """A reference volume (e.g. CT in HU) on the dose grid, frames in the RTDOSE's order
+    (exact even when non-uniform)."""
     progress = progress or _no_progress
     interpolation = Interpolation(interpolation)
     matrix = np.eye(4) if dose_to_volume is None else np.asarray(dose_to_volume, float)
@@ -198,8 +202,8 @@ def resample_dose_onto_dose(grid: DoseGrid, reference: DoseGrid, interpolation: 
     if same_grid(grid, reference):
         return grid.dose.astype(np.float32)
     if not reference.is_uniform():
-        raise GeometryError("doses on different grids can only be summed on a uniform grid; resample dose-to-ct instead",
-                            reference.path, "GridFrameOffsetVector")
+        raise GeometryError("doses on different grids can only be summed on a uniform grid; "
+                            "resample dose-to-ct instead", reference.path, "GridFrameOffsetVector")
     result, _ = resample_dose(grid, reference.geometry(), interpolation)
     np.copyto(result, np.float32(0), where=np.isnan(result))
     return result
@@ -264,7 +268,8 @@ def dose_statistics(grids: list[DoseGrid], summed_native: np.ndarray | None, res
     warnings = []
     fraction_integral = 0.0 if integral_total == 0 else (integral_total - integral_common) / integral_total
     if fraction_integral > 1e-3:
-        warnings.append(f"{100 * fraction_integral:.1f}% of the dose integral lies outside the reference grid and is lost")
+        warnings.append(f"{100 * fraction_integral:.1f}% of the dose integral lies outside the reference grid "
+                        "and is lost")
     if max_in > 0 and abs(max_out - max_in) > 0.01 * max_in:
         warnings.append(f"maximum dose changed by more than 1% on resampling ({max_in:.4g} -> {max_out:.4g})")
     return DoseStatistics(max_in, max_out, integral_common, integral_out, voxels_outside / max(voxels_total, 1),

@@ -87,13 +87,15 @@ class DoseGrid:
 
     def is_uniform(self, tolerance_mm: float = UNIFORM_TOLERANCE_MM) -> bool:
         steps = self.frame_steps
-        return steps.size == 0 or bool(np.all(np.abs(steps - steps[0]) <= tolerance_mm) and abs(steps[0]) > tolerance_mm)
+        return steps.size == 0 or bool(np.all(np.abs(steps - steps[0]) <= tolerance_mm)
+                                       and abs(steps[0]) > tolerance_mm)
 
     def geometry(self) -> VolumeGeometry:
         """The grid as one regular VolumeGeometry; only exact when the frame offsets are uniform."""
         if not self.is_uniform():
             raise GeometryError(
-                f"frame offsets are non-uniform (steps {self.frame_steps.min():.3f} to {self.frame_steps.max():.3f} mm): "
+                f"frame offsets are non-uniform (steps {self.frame_steps.min():.3f} to "
+                f"{self.frame_steps.max():.3f} mm): "
                 "not one regular grid", self.path, "GridFrameOffsetVector")
         steps = self.frame_steps
         step = float(steps.mean()) if steps.size else float(self._single_frame_thickness())
@@ -149,19 +151,22 @@ class DoseGrid:
 
 def _check_orientation(orientation: np.ndarray, path) -> None:
     row, col = orientation[:3], orientation[3:]
-    if not (abs(np.linalg.norm(row) - 1) < 1e-3 and abs(np.linalg.norm(col) - 1) < 1e-3 and abs(np.dot(row, col)) < 1e-3):
+    if not (abs(np.linalg.norm(row) - 1) < 1e-3 and abs(np.linalg.norm(col) - 1) < 1e-3
+            and abs(np.dot(row, col)) < 1e-3):
         raise GeometryError(f"ImageOrientationPatient {orientation.tolist()} is not two orthonormal vectors", path,
                             "ImageOrientationPatient")
 
 
-def _relative_offsets(ds: Dataset, path, frames: int, position: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, OffsetKind, list[str]]:
+def _relative_offsets(ds: Dataset, path, frames: int, position: np.ndarray,
+                      normal: np.ndarray) -> tuple[np.ndarray, OffsetKind, list[str]]:
     """GridFrameOffsetVector as offsets along the normal from ImagePositionPatient."""
     if frames == 1 and not ds.get("GridFrameOffsetVector"):
         return np.zeros(1), OffsetKind.SINGLE_FRAME, []
     raw = require(ds, "GridFrameOffsetVector", path)
     offsets = np.atleast_1d(np.asarray(raw, dtype=float))
     if offsets.size != frames:
-        raise GeometryError(f"GridFrameOffsetVector has {offsets.size} values for {frames} frames", path, "GridFrameOffsetVector")
+        raise GeometryError(f"GridFrameOffsetVector has {offsets.size} values for {frames} frames", path,
+                            "GridFrameOffsetVector")
     if abs(offsets[0]) < 1e-6:
         kind, warnings = OffsetKind.RELATIVE, []
     else:
@@ -175,7 +180,8 @@ def _relative_offsets(ds: Dataset, path, frames: int, position: np.ndarray, norm
                 f"GridFrameOffsetVector starts at {offsets[0]:g}: neither 0 (relative) nor the ImagePositionPatient z "
                 f"{position[2]:g} (absolute)", path, "GridFrameOffsetVector")
         offsets = (offsets - position[2]) * np.sign(normal[2])
-        kind, warnings = OffsetKind.ABSOLUTE, ["GridFrameOffsetVector holds absolute z coordinates; converted to offsets along the normal"]
+        kind, warnings = OffsetKind.ABSOLUTE, ["GridFrameOffsetVector holds absolute z coordinates; "
+                                               "converted to offsets along the normal"]
     steps = np.diff(offsets)
     if steps.size:
         if np.any(np.abs(steps) < 1e-3):
@@ -206,7 +212,8 @@ def read_rtdose(path: str | Path) -> DoseGrid:
     try:
         units = DoseUnits(str(header.DoseUnits).upper())
     except ValueError:
-        raise InvalidInputFileError(f"unsupported DoseUnits {header.DoseUnits!r} (expected GY or RELATIVE)", path, "DoseUnits") from None
+        raise InvalidInputFileError(f"unsupported DoseUnits {header.DoseUnits!r} (expected GY or RELATIVE)", path,
+                                    "DoseUnits") from None
     orientation = np.asarray(header.ImageOrientationPatient, dtype=float)
     if orientation.shape != (6,):
         raise GeometryError("ImageOrientationPatient must have 6 values", path, "ImageOrientationPatient")
@@ -214,7 +221,8 @@ def read_rtdose(path: str | Path) -> DoseGrid:
     position = np.asarray(header.ImagePositionPatient, dtype=float)
     spacing = tuple(float(v) for v in header.PixelSpacing)
     if len(spacing) != 2 or min(spacing) <= 0:
-        raise GeometryError(f"PixelSpacing {list(header.PixelSpacing)} is not two positive values", path, "PixelSpacing")
+        raise GeometryError(f"PixelSpacing {list(header.PixelSpacing)} is not two positive values", path,
+                            "PixelSpacing")
     frames = int(header.get("NumberOfFrames") or 1)
     rows, cols = int(header.Rows), int(header.Columns)
     normal = np.cross(orientation[:3], orientation[3:])
@@ -248,7 +256,8 @@ def read_rtdose(path: str | Path) -> DoseGrid:
         warnings.append("RTDOSE has no FrameOfReferenceUID: it cannot be checked against the CT")
     return DoseGrid(
         dose=dose, image_position=position, image_orientation=orientation, pixel_spacing=spacing,
-        frame_offsets=offsets, units=units, dose_type=dose_type, summation_type=str(header.get("DoseSummationType", "") or ""),
+        frame_offsets=offsets, units=units, dose_type=dose_type,
+        summation_type=str(header.get("DoseSummationType", "") or ""),
         frame_of_reference_uid=str(frame_of_reference) if frame_of_reference else None, offset_kind=kind,
         path=str(path), dataset=header, warnings=warnings,
     )
@@ -262,18 +271,19 @@ def check_summable(grids: list[DoseGrid]) -> list[str]:
     first = grids[0]
     for grid in grids[1:]:
         if grid.units != first.units:
-            raise UnitsMismatchError(f"DoseUnits {grid.units.value} cannot be added to {first.units.value} from {first.path}",
-                                     grid.path, "DoseUnits")
+            raise UnitsMismatchError(f"DoseUnits {grid.units.value} cannot be added to {first.units.value} "
+                                     f"from {first.path}", grid.path, "DoseUnits")
         if grid.dose_type != first.dose_type:
-            raise UnitsMismatchError(f"DoseType {grid.dose_type or 'missing'} cannot be added to {first.dose_type or 'missing'} "
-                                     f"from {first.path}", grid.path, "DoseType")
+            raise UnitsMismatchError(f"DoseType {grid.dose_type or 'missing'} cannot be added to "
+                                     f"{first.dose_type or 'missing'} from {first.path}", grid.path, "DoseType")
         if grid.summation_type != first.summation_type:
             raise UnitsMismatchError(f"DoseSummationType {grid.summation_type or 'missing'} mixed with "
                                      f"{first.summation_type or 'missing'} from {first.path} (would double count)",
                                      grid.path, "DoseSummationType")
         if (grid.frame_of_reference_uid and first.frame_of_reference_uid
                 and grid.frame_of_reference_uid != first.frame_of_reference_uid):
-            raise FrameOfReferenceMismatchError(f"FrameOfReferenceUID differs from {first.path}", grid.path, "FrameOfReferenceUID")
+            raise FrameOfReferenceMismatchError(f"FrameOfReferenceUID differs from {first.path}", grid.path,
+                                                "FrameOfReferenceUID")
     if len(grids) > 1:
         if first.units == DoseUnits.RELATIVE:
             warnings.append("adding RELATIVE doses: the sum is only meaningful if they share one normalisation")

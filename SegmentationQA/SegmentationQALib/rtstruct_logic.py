@@ -121,7 +121,8 @@ class RtStructLogic:
         referenceFolder = None
         try:
             if reference is None:
-                referenceFolder = outputDir / free_name(outputDir, "reference") if outputDir.exists() else outputDir / "reference"
+                referenceFolder = (outputDir / free_name(outputDir, "reference") if outputDir.exists()
+                                   else outputDir / "reference")
                 series = write_reference_series(image, geometry, referenceFolder, referenceModality, patientInfo,
                                                 lambda f, m: progress(0.5 + 0.2 * f, m))
                 referenceVolumeNode.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(series.sop_instance_uids))

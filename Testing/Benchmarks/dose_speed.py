@@ -1,7 +1,8 @@
 """Dose -> CT resampling speed on the dicompyler sample (152 CT slices 512x512, RTDOSE 129x91x98): ours vs plastimatch.
 
 Both run as separate processes from the same inputs to the same output, in the same run:
-  * plastimatch: `plastimatch convert --input-dose-img rtdose.dcm --fixed ct.nrrd --resize-dose --output-dose-img out.nrrd`
+  * plastimatch: `plastimatch convert --input-dose-img rtdose.dcm --fixed ct.nrrd --resize-dose
+    --output-dose-img out.nrrd`
     (its --fixed needs an image file, so the CT is converted to ct.nrrd once, untimed);
   * ours, same inputs: `dosealign resample --dose rtdose.dcm --reference ct.nrrd --output out.nrrd`;
   * ours, from the DICOM CT folder (what users run): `--reference CT_FOLDER`.
@@ -58,8 +59,9 @@ def main(argv=None) -> int:
         subprocess.run([plastimatch, "convert", "--input", str(ct_folder), "--output-img", str(tmp / "ct.nrrd")],
                        check=True, capture_output=True)
         runs = {
-            "plastimatch (ct.nrrd -> gzip nrrd)": [plastimatch, "convert", "--input-dose-img", str(sample / "rtdose.dcm"),
-                                                   "--fixed", str(tmp / "ct.nrrd"), "--resize-dose", "--output-dose-img",
+            "plastimatch (ct.nrrd -> gzip nrrd)": [plastimatch, "convert", "--input-dose-img",
+                                                   str(sample / "rtdose.dcm"), "--fixed", str(tmp / "ct.nrrd"),
+                                                   "--resize-dose", "--output-dose-img",
                                                    str(tmp / "plastimatch.nrrd")],
             "ours (ct.nrrd -> gzip nrrd)": ours + ["--reference", str(tmp / "ct.nrrd"), "--output", str(tmp / "a.nrrd"),
                                                    "--compress"],

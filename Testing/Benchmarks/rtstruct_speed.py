@@ -83,8 +83,8 @@ def main(argv=None) -> int:
                  names=np.array([names[v] for v in values]))
         peers = []
         for _ in range(args.repeats):
-            out = subprocess.run([str(PEERS_PYTHON), str(REPO / "Testing" / "peers" / "rtutils_write.py"), str(tmp / "ct"),
-                                  str(tmp / "labels.npz"), str(tmp / "rtutils.dcm")],
+            out = subprocess.run([str(PEERS_PYTHON), str(REPO / "Testing" / "peers" / "rtutils_write.py"),
+                                  str(tmp / "ct"), str(tmp / "labels.npz"), str(tmp / "rtutils.dcm")],
                                  check=True, capture_output=True, text=True, timeout=1800)
             peers.append(json.loads(out.stdout.strip().splitlines()[-1]))
     check_s = float(np.median(ours_check))

@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nresults in {RESULTS}")
     for item in summary:
-        print(f"  {item['benchmark']:<24} exit {item['exit_code']}  {item['seconds']:8.0f} s  {', '.join(item['json'])}")
+        print(f"  {item['benchmark']:<24} exit {item['exit_code']}  {item['seconds']:8.0f} s  "
+              f"{', '.join(item['json'])}")
     return 0 if all(item["exit_code"] == 0 for item in summary) else 1
 
 

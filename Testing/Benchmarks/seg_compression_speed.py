@@ -74,7 +74,8 @@ def main() -> int:
         work = Path(work)
         series = write_reference_series(sitk.GetArrayFromImage(ct), geometry, work / "ct")
         cases = {
-            "LABELMAP (61 organs)": LayeredSegmentation(geometry, [labels], [Segment(f"organ {v}", 0, v) for v in values]),
+            "LABELMAP (61 organs)": LayeredSegmentation(
+                geometry, [labels], [Segment(f"organ {v}", 0, v) for v in values]),
             "BINARY (61 organs + 20 margins)": LayeredSegmentation(
                 geometry, [labels, seg_speed.margins(labels, biggest)],
                 [Segment(f"organ {v}", 0, v) for v in values]

@@ -176,7 +176,8 @@ def dcmqi_meta(segments: list[dict], layers: int) -> dict:
             "BodyPartExamined": "", "segmentAttributes": attributes}
 
 
-def build_cases(data: Path, work: Path, slices: int, rows_cols: int, counts: list[int], wanted) -> tuple[Path, list[dict]]:
+def build_cases(data: Path, work: Path, slices: int, rows_cols: int, counts: list[int],
+                wanted) -> tuple[Path, list[dict]]:
     """Write the CT series and every case's inputs under ``work``; returns the CT folder and the case list."""
     import SimpleITK as sitk
 
@@ -437,9 +438,11 @@ def run_child(operation: str, case: dict, ct_dir: Path, timeout: float, mem_limi
     folder = case["folder"]
     path = folder / OUTPUT_NAME[operation if operation in OUTPUT_NAME else READ_SOURCE[operation]]
     if operation.startswith("pydicomseg"):
-        command = [str(PEERS_PYTHON), str(PYDICOMSEG_SCRIPT), operation.split("_")[1], str(folder), str(ct_dir), str(path)]
+        command = [str(PEERS_PYTHON), str(PYDICOMSEG_SCRIPT), operation.split("_")[1], str(folder), str(ct_dir),
+                   str(path)]
     else:
-        command = [sys.executable, str(Path(__file__).resolve()), "--worker", operation, str(folder), str(ct_dir), str(path)]
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", operation, str(folder), str(ct_dir),
+                   str(path)]
 
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
@@ -501,7 +504,8 @@ def evaluate(case: dict, rows: dict, header_bytes: int) -> list[dict]:
                                   ("ours_load", "slicer_nrrd_load", "load into node / seg.nrrd into node")):
         a, b = seconds(ours), seconds(reference)
         add(what, a / b if a is not None and b else None, limit, "ratio")
-    size, reference_size = rows.get("ours_export", {}).get("file_bytes"), rows.get("sitk_nrrd_write", {}).get("file_bytes")
+    size, reference_size = (rows.get("ours_export", {}).get("file_bytes"),
+                            rows.get("sitk_nrrd_write", {}).get("file_bytes"))
     add("file size / gzip seg.nrrd", size / reference_size if size and reference_size else None, 1.5, "ratio")
     budget = 3 * case["label_bytes"] + header_bytes
     for ours in ("ours_export", "ours_load"):
@@ -581,8 +585,9 @@ def main(argv=None) -> int:
         ct_dir, cases = build_cases(Path(args.data), work, args.slices, args.size,
                                     [int(c) for c in args.segments.split(",")], wanted)
         header_bytes = ct_header_bytes(ct_dir)
-        print(f"grid {args.size}x{args.size}x{args.slices}, {args.repeats} repeat(s), CT headers {header_bytes / 2**20:.1f} MB "
-              f"resident; cases: " + ", ".join(f"{c['name']} ({c['label_bytes'] / 2**20:.0f} MB labels)" for c in cases),
+        print(f"grid {args.size}x{args.size}x{args.slices}, {args.repeats} repeat(s), "
+              f"CT headers {header_bytes / 2**20:.1f} MB resident; cases: "
+              + ", ".join(f"{c['name']} ({c['label_bytes'] / 2**20:.0f} MB labels)" for c in cases),
               flush=True)
         results, targets = {}, []
         for case in cases:

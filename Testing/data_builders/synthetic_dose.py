@@ -62,8 +62,9 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
 
 def write_rtdose(path: str | Path, field: Field, image_position: Sequence[float], image_orientation: Sequence[float],
                  pixel_spacing: Sequence[float], rows: int, columns: int, frame_offsets: Sequence[float],
-                 frame_of_reference_uid: str, study_uid: str | None = None, units: str = "GY", dose_type: str = "PHYSICAL",
-                 summation_type: str = "PLAN", bits: int = 32, absolute_offsets: bool = False) -> Path:
+                 frame_of_reference_uid: str, study_uid: str | None = None, units: str = "GY",
+                 dose_type: str = "PHYSICAL", summation_type: str = "PLAN", bits: int = 32,
+                 absolute_offsets: bool = False) -> Path:
     """An RTDOSE sampling ``field`` at its voxel centres. ``frame_offsets`` are relative, along the normal;
     ``absolute_offsets`` writes them as z coordinates (only meaningful for axial grids), as some planning systems do."""
     position = np.asarray(image_position, float)

@@ -62,7 +62,8 @@ def test_dose_node_aligned_with_ct_and_coloured(dose_logic, scene, files):
     folder, dose = files
     ct = ct_node(dose_logic, folder)
     messages = []
-    doseNode, referenceNode, result = dose_logic.resampleDose([dose], ct, progressCallback=lambda f, m: messages.append(f))
+    doseNode, referenceNode, result = dose_logic.resampleDose([dose], ct,
+                                                              progressCallback=lambda f, m: messages.append(f))
     assert referenceNode is None and messages and messages[-1] == 1.0
     # the dose node has the CT's grid: same IJK->RAS, same dimensions
     assert dose_logic.geometryFromVolumeNode(doseNode).is_close(dose_logic.geometryFromVolumeNode(ct), 1e-6)
@@ -146,7 +147,8 @@ def test_dose_volume_node_as_input(dose_logic, scene, files):
     # a dose already in the scene (as SlicerRT would load it) on an oblique grid
     rotation = np.array([[0.9, -0.3, 0.0], [0.3, 0.9, 0.0], [0.0, 0.0, 1.0]])
     rotation = np.linalg.qr(rotation)[0] * np.sign(np.diag(np.linalg.qr(rotation)[1]))
-    geometry = VolumeGeometry.from_origin_spacing_direction((10, 14, 16), [-20.0, -18.0, -15.0], [2.5, 2.0, 3.0], rotation)
+    geometry = VolumeGeometry.from_origin_spacing_direction((10, 14, 16), [-20.0, -18.0, -15.0], [2.5, 2.0, 3.0],
+                                                            rotation)
     values = FIELD(centres(geometry)).astype(np.float32)
     doseIn = dose_logic.volumeNodeFromArray(values, geometry, "TPS dose")
     doseIn.SetAttribute("DicomRtImport.DoseUnitName", "GY")

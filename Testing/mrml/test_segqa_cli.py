@@ -16,7 +16,8 @@ TOTALSEG = "totalsegmentator/reference_files"
 
 def test_export_and_load_seg(shared_data, tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli.main(["export-seg", "--segmentation", str(shared_data / TOTALSEG / "example_seg_fast_force_split.nii.gz"),
+    code = cli.main(["export-seg",
+                     "--segmentation", str(shared_data / TOTALSEG / "example_seg_fast_force_split.nii.gz"),
                      "--reference", str(shared_data / TOTALSEG / "example_ct.nii.gz"), "--output-dir", str(out),
                      "--export-reference", "--json", str(tmp_path / "export.json"), "--quiet"])
     assert code == 0

@@ -250,8 +250,10 @@ def test_without_scikit_image_rtstruct_check_is_one_error_line(shared_data, tmp_
     totalseg = shared_data / "totalsegmentator" / "reference_files"
     done = _run_hidden(
         "from SegmentationQALib import cli\n"
-        f"sys.exit(cli.main(['rtstruct-check', '--segmentation', {str(totalseg / 'example_seg_fast_force_split.nii.gz')!r}, "
-        f"'--reference', {str(totalseg / 'example_ct.nii.gz')!r}, '--report', {str(tmp_path / 'report')!r}, '--quiet']))\n")
+        "sys.exit(cli.main(['rtstruct-check', "
+        f"'--segmentation', {str(totalseg / 'example_seg_fast_force_split.nii.gz')!r}, "
+        f"'--reference', {str(totalseg / 'example_ct.nii.gz')!r}, "
+        f"'--report', {str(tmp_path / 'report')!r}, '--quiet']))\n")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1, done.stderr
     assert lines[0] == "error: missing package scikit-image; install with pip install 'scikit-image'"
@@ -312,7 +314,8 @@ def test_pydicom_internals_still_take_what_we_pass():
     from DicomFidelityCommonLib.dicom import pydicom_internals as internals
 
     assert {"stop_when", "parent_encoding"} <= set(inspect.signature(internals.read_dataset).parameters)
-    assert {"is_implicit_VR", "is_little_endian", "offset"} <= set(inspect.signature(internals.read_sequence).parameters)
+    assert {"is_implicit_VR", "is_little_endian", "offset"} <= set(
+        inspect.signature(internals.read_sequence).parameters)
     assert list(internals.RawDataElement._fields)[:7] == ["tag", "VR", "length", "value", "value_tell",
                                                           "is_implicit_VR", "is_little_endian"]
     assert "enforce_standard" in inspect.signature(internals.write_file_meta_info).parameters

@@ -183,5 +183,6 @@ def test_default_level_keeps_small_binary_segs_small():
     )
 
     assert default_deflate_level(SegType.BINARY, 6 << 20) == ZLIB_DEFLATE_LEVEL_BY_TYPE[SegType.BINARY] == 6
-    assert default_deflate_level(SegType.BINARY, SMALL_BINARY_FRAME_BYTES) == DEFAULT_DEFLATE_LEVEL_BY_TYPE[SegType.BINARY]
+    assert (default_deflate_level(SegType.BINARY, SMALL_BINARY_FRAME_BYTES)
+            == DEFAULT_DEFLATE_LEVEL_BY_TYPE[SegType.BINARY])
     assert default_deflate_level(SegType.LABELMAP, 1 << 20) == DEFAULT_DEFLATE_LEVEL_BY_TYPE[SegType.LABELMAP]

@@ -227,7 +227,8 @@ def test_header_values_of_synthetic_slice(tmp_path):
     assert position.texts == ("-125.000000", "7.5", "1e2")
     assert dicom_headers.header_values(fast, ["SliceThickness", "Modality"]) == [None, "CT"]
     direct, present = dicom_headers.read_values(path, ["ImagePositionPatient", "Rows", "SliceThickness"])
-    assert direct == [position, 4, None] and direct[0].texts == position.texts and present == {"ImagePositionPatient", "Rows"}
+    assert (direct == [position, 4, None] and direct[0].texts == position.texts
+            and present == {"ImagePositionPatient", "Rows"})
 
 
 def test_read_values_leaves_unusual_files_to_the_full_reader(tmp_path):

@@ -18,7 +18,8 @@ from DoseAlignmentLib.rtdose import OffsetKind, read_rtdose
 
 FIELD = synthetic.linear_field((0.05, -0.03, 0.04), 20.0)
 FOR_UID = generate_uid()
-CT_GEOMETRY = VolumeGeometry((26, 30, 34), affine_from_dicom([-48.0, -40.0, -39.0], [1, 0, 0, 0, 1, 0], [2.7, 2.9], 3.0))
+CT_GEOMETRY = VolumeGeometry((26, 30, 34),
+                             affine_from_dicom([-48.0, -40.0, -39.0], [1, 0, 0, 0, 1, 0], [2.7, 2.9], 3.0))
 
 
 def _rotation(axis, degrees):
@@ -31,10 +32,12 @@ def _rotation(axis, degrees):
 OBLIQUE = _rotation([0.3, 1.0, 0.2], 25.0)
 NON_UNIFORM = [0, 2.0, 5.0, 7.5, 12.0, 13.0, 18.0, 21.5, 25.0, 31.0, 33.0, 40.0]
 
-# name: (ImagePositionPatient, ImageOrientationPatient, PixelSpacing (row, col), rows, cols, relative offsets, absolute?)
+# name: (ImagePositionPatient, ImageOrientationPatient, PixelSpacing (row, col), rows, cols,
+#        relative offsets, absolute?)
 CASES = {
     "uniform-axial": ([-30.0, -25.0, -30.0], [1, 0, 0, 0, 1, 0], [3.0, 3.0], 18, 20, np.arange(16) * 3.0, False),
-    "non-square-anisotropic": ([-30.0, -25.0, -30.0], [1, 0, 0, 0, 1, 0], [2.0, 3.5], 26, 17, np.arange(13) * 4.0, False),
+    "non-square-anisotropic": ([-30.0, -25.0, -30.0], [1, 0, 0, 0, 1, 0], [2.0, 3.5], 26, 17, np.arange(13) * 4.0,
+                               False),
     "non-uniform": ([-31.0, -26.0, -28.0], [1, 0, 0, 0, 1, 0], [2.5, 3.0], 20, 20, NON_UNIFORM, False),
     "absolute": ([-30.0, -25.0, -30.0], [1, 0, 0, 0, 1, 0], [3.0, 2.5], 18, 24, np.arange(15) * 3.5, True),
     "descending": ([-30.0, -25.0, 25.0], [1, 0, 0, 0, 1, 0], [2.5, 2.5], 22, 24, -np.arange(14) * 4.0, False),
@@ -43,8 +46,10 @@ CASES = {
     "feet-first": ([30.0, -25.0, 20.0], [-1, 0, 0, 0, 1, 0], [2.5, 3.0], 22, 20, np.arange(14) * 3.5, False),
     "feet-first-absolute": ([30.0, -25.0, 20.0], [-1, 0, 0, 0, 1, 0], [3.0, 3.0], 18, 20, np.arange(14) * 3.0, True),
     "prone": ([30.0, 28.0, -30.0], [-1, 0, 0, 0, -1, 0], [3.0, 2.0], 18, 30, np.arange(14) * 3.5, False),
-    "oblique": ([-22.0, -30.0, -12.0], [*OBLIQUE[:, 0], *OBLIQUE[:, 1]], [2.5, 3.2], 20, 18, np.arange(14) * 3.0, False),
-    "oblique-non-uniform": ([-22.0, -30.0, -12.0], [*OBLIQUE[:, 0], *OBLIQUE[:, 1]], [3.2, 2.5], 18, 20, NON_UNIFORM, False),
+    "oblique": ([-22.0, -30.0, -12.0], [*OBLIQUE[:, 0], *OBLIQUE[:, 1]], [2.5, 3.2], 20, 18, np.arange(14) * 3.0,
+                False),
+    "oblique-non-uniform": ([-22.0, -30.0, -12.0], [*OBLIQUE[:, 0], *OBLIQUE[:, 1]], [3.2, 2.5], 18, 20, NON_UNIFORM,
+                            False),
 }
 
 
@@ -116,7 +121,8 @@ def test_nearest_picks_the_nearest_dose_voxel(tmp_path, ct_folder, name):
     offsets = np.asarray(grid.frame_offsets)
     distance = np.sort(np.abs(s[:, None] - offsets[None, :]), axis=1)
     # half-way points are legitimately ambiguous: leave them out
-    unambiguous = (distance[:, 1] - distance[:, 0] > 1e-3) & (np.abs(np.abs(i % 1) - 0.5) > 1e-3) & (np.abs(np.abs(j % 1) - 0.5) > 1e-3)
+    unambiguous = ((distance[:, 1] - distance[:, 0] > 1e-3) & (np.abs(np.abs(i % 1) - 0.5) > 1e-3)
+                   & (np.abs(np.abs(j % 1) - 0.5) > 1e-3))
     inside &= unambiguous
     assert inside.sum() > 300
     frame = np.argmin(np.abs(s[inside][:, None] - offsets[None, :]), axis=1)
@@ -136,7 +142,8 @@ def test_bspline_interior_exact_and_never_negative(tmp_path, ct_folder, name):
     s = rel @ grid.normal
     offsets = np.sort(grid.frame_offsets)
     # cubic B-splines reproduce linear fields except near the mirrored boundary
-    interior = ((i > 3) & (i < grid.shape[2] - 4) & (j > 3) & (j < grid.shape[1] - 4) & (s > offsets[3]) & (s < offsets[-4]))
+    interior = ((i > 3) & (i < grid.shape[2] - 4) & (j > 3) & (j < grid.shape[1] - 4)
+                & (s > offsets[3]) & (s < offsets[-4]))
     assert interior.sum() > 100
     assert np.abs(result.dose[interior] - FIELD(points[interior])).max() < 1e-3
     if name == "non-uniform":
@@ -207,8 +214,8 @@ def test_reference_may_be_a_volume_file(tmp_path, ct_folder):
 
 def test_statistics_report_what_was_kept(tmp_path, ct_folder):
     # half of this dose grid lies beyond the CT's right edge (x > 47.7 mm)
-    path = synthetic.write_rtdose(tmp_path / "poking-out.dcm", FIELD, [20.0, -25.0, -30.0], [1, 0, 0, 0, 1, 0], [3.0, 3.0],
-                                  18, 20, np.arange(16) * 3.0, FOR_UID)
+    path = synthetic.write_rtdose(tmp_path / "poking-out.dcm", FIELD, [20.0, -25.0, -30.0], [1, 0, 0, 0, 1, 0],
+                                  [3.0, 3.0], 18, 20, np.arange(16) * 3.0, FOR_UID)
     result = align([path], ct_folder)
     stats = result.statistics
     grid = read_rtdose(path)

@@ -31,8 +31,8 @@ CT = VolumeGeometry((14, 24, 26), affine_from_dicom([-33.0, -30.0, -20.0], [1, 0
 def case(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     synthetic.write_ct_series(folder / "ct", CT, FOR_UID)
-    uniform = synthetic.write_rtdose(folder / "uniform.dcm", FIELD, [-25.0, -22.0, -15.0], [1, 0, 0, 0, 1, 0], [3.0, 2.0],
-                                     14, 22, np.arange(10) * 3.0, FOR_UID)
+    uniform = synthetic.write_rtdose(folder / "uniform.dcm", FIELD, [-25.0, -22.0, -15.0], [1, 0, 0, 0, 1, 0],
+                                     [3.0, 2.0], 14, 22, np.arange(10) * 3.0, FOR_UID)
     non_uniform = synthetic.write_rtdose(folder / "nonuniform.dcm", FIELD, [-25.0, -22.0, -15.0], [1, 0, 0, 0, 1, 0],
                                          [3.0, 2.0], 14, 22, [0, 2, 5, 6, 10, 15, 17, 22], FOR_UID, bits=16)
     return folder, uniform, non_uniform
@@ -47,13 +47,15 @@ def test_nrrd_nifti_npz_share_shape_and_geometry(case, tmp_path):
     dose_nrrd, header = nrrd.read(str(tmp_path / "dose.nrrd"), index_order="C")
     ct_nrrd, _ = nrrd.read(str(tmp_path / "ct.nrrd"), index_order="C")
     assert dose_nrrd.shape == ct_nrrd.shape == CT.shape
-    assert np.allclose(header["space directions"], CT.affine_lps[:3, :3].T) and header["space"] == "left-posterior-superior"
+    assert (np.allclose(header["space directions"], CT.affine_lps[:3, :3].T)
+            and header["space"] == "left-posterior-superior")
     nifti = nibabel.load(str(tmp_path / "dose.nii.gz"))
     assert np.allclose(nifti.affine, LPS_TO_RAS @ CT.affine_lps, atol=1e-4)  # NIfTI is RAS
     assert np.allclose(np.asarray(nifti.dataobj).transpose(2, 1, 0), result.dose)
     with np.load(tmp_path / "aligned.npz") as npz:
         assert npz["dose"].shape == npz["ct"].shape == npz["inside_dose_grid"].shape == CT.shape
-        assert np.allclose(npz["affine_lps"], CT.affine_lps) and np.allclose(npz["affine_ras"], LPS_TO_RAS @ CT.affine_lps)
+        assert (np.allclose(npz["affine_lps"], CT.affine_lps)
+                and np.allclose(npz["affine_ras"], LPS_TO_RAS @ CT.affine_lps))
         metadata = json.loads(str(npz["metadata_json"]))
         assert metadata["dose_units"] == "GY" and metadata["direction"] == "dose-to-ct"
         assert np.allclose(npz["ct"], sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ct.nrrd"))))
@@ -75,8 +77,9 @@ def test_ct_to_dose_non_uniform_only_as_npz(case, tmp_path):
 
 def test_rtdose_output_of_summed_beams_is_valid(case, tmp_path):
     folder, _, _ = case
-    beams = [synthetic.write_rtdose(tmp_path / f"beam{n}.dcm", FIELD, [-25.0, -22.0, -15.0], [1, 0, 0, 0, 1, 0], [3.0, 2.0],
-                                    14, 22, np.arange(10) * 3.0, FOR_UID, summation_type="BEAM", bits=16) for n in (1, 2)]
+    beams = [synthetic.write_rtdose(tmp_path / f"beam{n}.dcm", FIELD, [-25.0, -22.0, -15.0], [1, 0, 0, 0, 1, 0],
+                                    [3.0, 2.0], 14, 22, np.arange(10) * 3.0, FOR_UID, summation_type="BEAM", bits=16)
+             for n in (1, 2)]
     assert_dciodvfy_clean(beams)  # the synthetic inputs are valid too (16-bit; dciodvfy cannot check 32-bit)
     result = align(beams, folder / "ct")
     path = write_rtdose(tmp_path / "sum.dcm", result)
@@ -124,7 +127,8 @@ def test_cli_report_with_labelmap_and_rtdose(case, tmp_path, capsys):
     dvh = {d["name"]: d for d in json.loads((tmp_path / "report" / "dvh.json").read_text())}
     dose = nibabel.load(str(tmp_path / "dose.nii.gz")).get_fdata().transpose(2, 1, 0)
     assert dvh["PTV"]["mean_dose"] == pytest.approx(float(dose[labels == 1].mean()), rel=1e-5)
-    assert dvh["PTV"]["volume_ml"] == pytest.approx((labels == 1).sum() * abs(np.linalg.det(CT.affine_lps[:3, :3])) / 1000)
+    assert dvh["PTV"]["volume_ml"] == pytest.approx(
+        (labels == 1).sum() * abs(np.linalg.det(CT.affine_lps[:3, :3])) / 1000)
 
 
 def test_cli_removes_earlier_outputs_when_a_later_one_fails(case, tmp_path, capsys):
@@ -137,5 +141,6 @@ def test_cli_removes_earlier_outputs_when_a_later_one_fails(case, tmp_path, caps
     assert not (tmp_path / "dose.nrrd").exists()
     bad_ct = tmp_path / "sheared"
     code = main(["resample", "--quiet", "--dose", str(uniform), "--reference", str(folder / "ct"), "--output",
-                 str(tmp_path / "x.npz"), "--rtdose-output", str(bad_ct / "no-for.txt.dcm"), "--direction", "ct-to-dose"])
+                 str(tmp_path / "x.npz"), "--rtdose-output", str(bad_ct / "no-for.txt.dcm"),
+                 "--direction", "ct-to-dose"])
     assert code == 1 and not (tmp_path / "x.npz").exists()

@@ -62,7 +62,8 @@ def _truncate(path):
 
 BAD = {
     "not-rtdose": (lambda tmp, ct: sorted(ct.glob("*.dcm"))[0], "not an RTDOSE"),
-    "not-dicom": (lambda tmp, ct: (tmp / "junk.dcm").write_bytes(b"hello" * 40) and tmp / "junk.dcm", "not a readable DICOM"),
+    "not-dicom": (lambda tmp, ct: (tmp / "junk.dcm").write_bytes(b"hello" * 40) and tmp / "junk.dcm",
+                  "not a readable DICOM"),
     "missing-scaling": (lambda tmp, ct: _drop(dose(tmp / "noscale.dcm"), "DoseGridScaling"), "DoseGridScaling"),
     "frame-of-reference": (lambda tmp, ct: dose(tmp / "otherfor.dcm", frame_of_reference_uid=generate_uid()),
                            "FrameOfReferenceUID"),
@@ -89,7 +90,8 @@ def test_bad_input_names_file_and_problem_and_writes_nothing(tmp_path, ct_folder
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert bad.name in lines[0] and problem in lines[0], lines[0]
     assert not output.exists()
-    failure = json.loads(result_json.read_text())  # the JSON reports the failure (the contract), nothing else is written
+    # the JSON reports the failure (the contract), nothing else is written
+    failure = json.loads(result_json.read_text())
     assert failure["ok"] is False and failure["outputs"] == {} and failure["errors"] == [lines[0][len("error: "):]]
     assert {p.name for p in output.parent.glob("*")} <= {result_json.name}
 
@@ -175,5 +177,6 @@ def test_cli_registration_matrix_for_another_frame_of_reference(tmp_path, ct_fol
 
     assert np.allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(output))), plain.dose, atol=1e-6)
     (tmp_path / "bad.txt").write_text("1 0 0\n0 1 0\n")
-    code, err, output2, _ = run_cli(tmp_path / "b", [other], ct_folder, capsys, ["--registration", str(tmp_path / "bad.txt")])
+    code, err, output2, _ = run_cli(tmp_path / "b", [other], ct_folder, capsys,
+                                    ["--registration", str(tmp_path / "bad.txt")])
     assert code == 1 and "bad.txt" in err and "4x4" in err and not output2.exists()

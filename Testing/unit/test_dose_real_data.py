@@ -27,7 +27,8 @@ def aligned(sample):
 
 @pytest.fixture(scope="module")
 def plastimatch_dose(sample, tmp_path_factory):
-    """plastimatch's dose on the CT grid. Its --fixed needs an image file, so plastimatch itself converts the CT first."""
+    """plastimatch's dose on the CT grid. Its --fixed needs an image file, so plastimatch itself converts
+    the CT first."""
     executable = shutil.which("plastimatch")
     assert executable, "plastimatch is required (apt-get install plastimatch; run.sh test installs it)"
     work = tmp_path_factory.mktemp("plastimatch")
@@ -37,8 +38,9 @@ def plastimatch_dose(sample, tmp_path_factory):
         (ct_only / path.name).symlink_to(path)
     subprocess.run([executable, "convert", "--input", str(ct_only), "--output-img", str(work / "ct.nrrd")],
                    check=True, capture_output=True, timeout=600)
-    subprocess.run([executable, "convert", "--input-dose-img", str(sample / "rtdose.dcm"), "--fixed", str(work / "ct.nrrd"),
-                    "--resize-dose", "--output-dose-img", str(work / "dose.nrrd")], check=True, capture_output=True, timeout=600)
+    subprocess.run([executable, "convert", "--input-dose-img", str(sample / "rtdose.dcm"),
+                    "--fixed", str(work / "ct.nrrd"), "--resize-dose", "--output-dose-img", str(work / "dose.nrrd")],
+                   check=True, capture_output=True, timeout=600)
     return sitk.ReadImage(str(work / "dose.nrrd"))
 
 

@@ -58,7 +58,8 @@ def test_reference_planes_rebuilt_from_contours(round_trip):
     assert set(u for u in reference.sop_instance_uids if u) == listed
     ct = pydicom.dcmread(folder / "ct.0.dcm")
     k = reference.sop_instance_uids.index(str(ct.SOPInstanceUID))
-    assert np.allclose(reference.geometry.slice_positions_lps()[k], [float(v) for v in ct.ImagePositionPatient], atol=1e-3)
+    assert np.allclose(reference.geometry.slice_positions_lps()[k], [float(v) for v in ct.ImagePositionPatient],
+                       atol=1e-3)
 
 
 def test_predicted_volume_change_matches_measured(round_trip):
@@ -67,7 +68,8 @@ def test_predicted_volume_change_matches_measured(round_trip):
     after = dict(zip([s.name for s in second.segmentation.segments], second.segmentation.voxel_counts()))
     assert set(after) == set(before)
     for segment in fidelity.segments:
-        measured = 100.0 * (after[segment.name] - before[segment.name]) / before[segment.name] if before[segment.name] else 0.0
+        measured = (100.0 * (after[segment.name] - before[segment.name]) / before[segment.name]
+                    if before[segment.name] else 0.0)
         assert segment.volume_change_percent == pytest.approx(measured, abs=1e-9), segment.name
         assert segment.voxels_original == before[segment.name]
 

@@ -106,7 +106,8 @@ def test_labelmap_fast_writer_equals_highdicom(ct3, tmp_path, values):
     loaded = load_seg(fast.seg_path)
     kept = [i for i, count in enumerate(layered.voxel_counts()) if count]
     for out_index, in_index in enumerate(kept):
-        assert_same_voxels(ct3.geometry, layered.mask(in_index), loaded.layered.geometry, loaded.layered.mask(out_index))
+        assert_same_voxels(ct3.geometry, layered.mask(in_index), loaded.layered.geometry,
+                           loaded.layered.mask(out_index))
 
 
 def test_deflated_default_reads_in_dcmqi_and_highdicom(ct3, tmp_path):
@@ -246,7 +247,8 @@ def test_binary_fast_writer_on_grids_whose_frames_start_mid_byte(tmp_path, shape
     for compression in (Compression.DEFLATE, Compression.NONE):
         options = SegExportOptions(seg_type=SegType.BINARY, compression=compression)
         fast = write_seg(layered, series, tmp_path / f"fast-{compression.value}.dcm", options)
-        slow = write_seg(layered, series, tmp_path / f"slow-{compression.value}.dcm", options, writer=SegWriter.HIGHDICOM)
+        slow = write_seg(layered, series, tmp_path / f"slow-{compression.value}.dcm", options,
+                         writer=SegWriter.HIGHDICOM)
         assert (fast.writer, slow.writer) == ("streamed", "highdicom")
         assert_same_seg(fast.seg_path, slow.seg_path)
         assert_dciodvfy_clean([fast.seg_path])

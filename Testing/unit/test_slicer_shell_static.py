@@ -15,7 +15,8 @@ MODULES = ["SegmentationQA", "DoseAlignment"]
 
 def ui_widget_names(ui_path: Path) -> set[str]:
     tree = ElementTree.parse(ui_path)
-    return {element.get("name") for element in tree.iter() if element.tag in ("widget", "layout") and element.get("name")}
+    return {element.get("name") for element in tree.iter()
+            if element.tag in ("widget", "layout") and element.get("name")}
 
 
 def ui_references(module_path: Path) -> set[str]:

@@ -100,7 +100,8 @@ def check_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | 
     issues: list[RtStructIssue] = []
     frames = {str(r.ReferencedFrameOfReferenceUID) for r in ds.get("StructureSetROISequence", [])
               if r.get("ReferencedFrameOfReferenceUID")}
-    frames |= {str(f.FrameOfReferenceUID) for f in ds.get("ReferencedFrameOfReferenceSequence", []) if f.get("FrameOfReferenceUID")}
+    frames |= {str(f.FrameOfReferenceUID) for f in ds.get("ReferencedFrameOfReferenceSequence", [])
+               if f.get("FrameOfReferenceUID")}
     if reference.frame_of_reference_uid and frames - {reference.frame_of_reference_uid}:
         issues.append(RtStructIssue(IssueKind.FRAME_OF_REFERENCE_MISMATCH, Severity.ERROR,
                                     f"RTSTRUCT refers to frame(s) of reference {sorted(frames)}, the images are on "
@@ -135,7 +136,8 @@ def check_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | 
                 continue
             distances = points @ normal
             if np.ptp(distances) > 1e-3 + PLANE_TOLERANCE_FRACTION * step * 0.1:
-                issue(IssueKind.NON_PLANAR, Severity.ERROR, f"points span {np.ptp(distances):.3f} mm along the slice normal")
+                issue(IssueKind.NON_PLANAR, Severity.ERROR,
+                      f"points span {np.ptp(distances):.3f} mm along the slice normal")
             ijk = geometry.lps_to_index(points)
             k = float(np.median(ijk[:, 2]))
             if abs(k - round(k)) > PLANE_TOLERANCE_FRACTION:

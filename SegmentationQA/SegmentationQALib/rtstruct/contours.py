@@ -23,7 +23,8 @@ import numpy as np
 
 
 def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
-    """Closed contours of a 2-D mask, each an (N, 2) array of (column, row) pixel coordinates, not repeated at the end."""
+    """Closed contours of a 2-D mask, each an (N, 2) array of (column, row) pixel coordinates,
+    not repeated at the end."""
     from skimage.measure import find_contours
 
     mask = np.asarray(mask, dtype=bool)

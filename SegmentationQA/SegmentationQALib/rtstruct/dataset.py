@@ -55,7 +55,8 @@ def contour_points(contour: Dataset) -> np.ndarray:
     data = contour.get("ContourData")
     if data is None:
         return np.zeros((0, 3))
-    values = np.asarray([float(v) for v in (data if isinstance(data, (list, tuple, pydicom.multival.MultiValue)) else [data])])
+    values = np.asarray([float(v) for v in (data if isinstance(data, (list, tuple, pydicom.multival.MultiValue))
+                                            else [data])])
     return values[: len(values) // 3 * 3].reshape(-1, 3)
 
 
@@ -93,7 +94,8 @@ def reference_from_rtstruct(rtstruct: Dataset, images: ImageSeries, path: str | 
         contour_planes = np.array(sorted(planes))
         gaps = np.diff(contour_planes)
         gaps = gaps[gaps > 1e-3]
-        thickness = float(images.datasets[0].get("SpacingBetweenSlices") or images.datasets[0].get("SliceThickness") or 0)
+        thickness = float(images.datasets[0].get("SpacingBetweenSlices") or images.datasets[0].get("SliceThickness")
+                          or 0)
         step = thickness if thickness > 0 else (float(gaps.min()) if gaps.size else 1.0)
     all_distances = np.concatenate([ct_distances, np.array(sorted(planes), dtype=float)])
     anchor = float(ct_distances[0])
@@ -120,7 +122,8 @@ def reference_from_rtstruct(rtstruct: Dataset, images: ImageSeries, path: str | 
                     f"present, {missing} plane(s) without a known image")
     first = images.datasets[0]
     return ReferenceImages(geometry=geometry, sop_instance_uids=uids, sop_class_uid=str(first.SOPClassUID),
-                           frame_of_reference_uid=images.frame_of_reference_uid or rtstruct_frame_of_reference(rtstruct),
+                           frame_of_reference_uid=(images.frame_of_reference_uid
+                                                   or rtstruct_frame_of_reference(rtstruct)),
                            series_instance_uid=images.series_instance_uid, header=first, synthesized=True,
                            warnings=warnings)
 
@@ -153,7 +156,8 @@ def load_reference(reference_folder: str | Path, rtstruct: Dataset | None = None
 
 def roi_tables(ds: Dataset):
     names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])}
-    algorithms = {int(r.ROINumber): str(r.get("ROIGenerationAlgorithm", "") or "") for r in ds.get("StructureSetROISequence", [])}
+    algorithms = {int(r.ROINumber): str(r.get("ROIGenerationAlgorithm", "") or "")
+                  for r in ds.get("StructureSetROISequence", [])}
     contours = {int(c.ReferencedROINumber): c for c in ds.get("ROIContourSequence", []) if "ReferencedROINumber" in c}
     return names, algorithms, contours
 

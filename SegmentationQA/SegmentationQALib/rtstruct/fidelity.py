@@ -189,8 +189,10 @@ def _signed_area(contour: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
-def contour_labels(mask: np.ndarray, offset: tuple[int, int, int], index: int, name: str) -> tuple[SegmentContours, np.ndarray]:
-    """Contours of a boolean block (slices, rows, cols) placed at ``offset`` on the reference grid, and its round trip."""
+def contour_labels(mask: np.ndarray, offset: tuple[int, int, int], index: int,
+                   name: str) -> tuple[SegmentContours, np.ndarray]:
+    """Contours of a boolean block (slices, rows, cols) placed at ``offset`` on the reference grid,
+    and its round trip."""
     result = SegmentContours(index=index, name=name)
     roundtrip = np.zeros_like(mask)
     k0, r0, c0 = offset
@@ -349,7 +351,8 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
             slices_affected = int(np.count_nonzero(per_slice))
             worst = int(offset[0] + int(np.argmax(per_slice))) if slices_affected else None
             dice = 1.0 if n_orig + n_rt == 0 else 2.0 * (n_orig - lost) / (n_orig + n_rt)
-            hd95 = 0.0 if lost + gained == 0 and n_orig else (_hd95(original, roundtrip_mask, spacing_kji) if n_orig else None)
+            hd95 = (0.0 if lost + gained == 0 and n_orig
+                    else (_hd95(original, roundtrip_mask, spacing_kji) if n_orig else None))
             volume = n_orig * voxel_mm3
             volume_rt = n_rt * voxel_mm3
             contour_volume = seg_contours.enclosed_area_pixels() * reference_pixel_mm2 * reference_thickness
@@ -412,9 +415,11 @@ def classify(t: FidelityThresholds, n_orig: int, lost: int, gained: int, change:
     if dice < t.lossy_dice:
         lossy.append(f"Dice {dice:.4f} (< {t.lossy_dice})")
     if thin_fraction > t.lossy_thin_fraction:
-        lossy.append(f"{thin} voxels ({100 * thin_fraction:.1f} %) in one-voxel-thin parts (> {100 * t.lossy_thin_fraction:g} %)")
+        lossy.append(f"{thin} voxels ({100 * thin_fraction:.1f} %) in one-voxel-thin parts "
+                     f"(> {100 * t.lossy_thin_fraction:g} %)")
     if abs(contour_change) > t.lossy_contour_volume_change_percent:
-        lossy.append(f"contour-area volume differs {contour_change:+.2f} % (> {t.lossy_contour_volume_change_percent} %)")
+        lossy.append(f"contour-area volume differs {contour_change:+.2f} % "
+                     f"(> {t.lossy_contour_volume_change_percent} %)")
     if lost or gained:
         minor.append(f"{lost} voxels lost, {gained} gained")
     if resampled:
@@ -424,7 +429,8 @@ def classify(t: FidelityThresholds, n_orig: int, lost: int, gained: int, change:
     if thin and not lossy:
         minor.append(f"{thin} voxels in one-voxel-thin parts")
     if abs(contour_change) > t.minor_contour_volume_change_percent and not lossy:
-        minor.append(f"contour-area volume differs {contour_change:+.2f} % (> {t.minor_contour_volume_change_percent} %)")
+        minor.append(f"contour-area volume differs {contour_change:+.2f} % "
+                     f"(> {t.minor_contour_volume_change_percent} %)")
     if lossy:
         return Verdict.LOSSY, lossy + minor
     if minor:

@@ -51,12 +51,14 @@ class RtStructLoadResult:
 
     def to_json(self) -> dict:
         return {"rois": [r.to_json() for r in self.rois], "warnings": self.warnings,
-                "voxel_counts": dict(zip([s.name for s in self.segmentation.segments], self.segmentation.voxel_counts())),
+                "voxel_counts": dict(zip([s.name for s in self.segmentation.segments],
+                                         self.segmentation.voxel_counts())),
                 "reference_geometry": self.reference.geometry.to_json(),
                 "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
-def roi_contours_on_grid(contour_item: Dataset, geometry: VolumeGeometry) -> tuple[dict[int, list[np.ndarray]], list[str]]:
+def roi_contours_on_grid(contour_item: Dataset,
+                         geometry: VolumeGeometry) -> tuple[dict[int, list[np.ndarray]], list[str]]:
     """Contours of one ROI as (column, row) polygons per plane index, and what did not fit (off plane, outside)."""
     per_plane: dict[int, list[np.ndarray]] = defaultdict(list)
     problems = []
@@ -107,7 +109,8 @@ def read_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | s
         name = names[number] or f"ROI {number}"
         item = contour_items.get(number)
         color_values = item.get("ROIDisplayColor") if item is not None else None
-        color = tuple(float(c) / 255.0 for c in color_values) if color_values and len(color_values) == 3 else default_color(number)
+        color = (tuple(float(c) / 255.0 for c in color_values) if color_values and len(color_values) == 3
+                 else default_color(number))
         count = len(item.get("ContourSequence", [])) if item is not None else 0
         rois.append(RtStructRoi(number, name, color, count, algorithms.get(number, "")))
         if item is None or count == 0:
@@ -118,7 +121,8 @@ def read_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | s
             warnings.extend(f"ROI {number} ({name!r}): {p}" for p in problems)
             block, offset = _rasterize_roi(per_plane, geometry)
         layer_index, label = placer.place(block, offset)
-        algorithm = algorithms.get(number, "") if algorithms.get(number, "") in ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC") else "MANUAL"
+        algorithm = (algorithms.get(number, "")
+                     if algorithms.get(number, "") in ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC") else "MANUAL")
         segments.append(Segment(name=name, layer=layer_index, label_value=label, color=color,
                                 segment_id=f"ROI_{number}", algorithm_type=algorithm))
         progress((position + 1) / max(1, len(numbers)), f"read {name}")

@@ -50,7 +50,8 @@ def save_picture(segment: SegmentFidelity, background: np.ndarray, path: Path, m
     h, w = picture["original"].shape
     original[r0:r0 + h, c0:c0 + w] = picture["original"]
     roundtrip[r0:r0 + h, c0:c0 + w] = picture["roundtrip"]
-    window = (slice(max(0, r0 - margin), min(rows, r0 + h + margin)), slice(max(0, c0 - margin), min(cols, c0 + w + margin)))
+    window = (slice(max(0, r0 - margin), min(rows, r0 + h + margin)),
+              slice(max(0, c0 - margin), min(cols, c0 + w + margin)))
     original, roundtrip, background = original[window], roundtrip[window], background[window]
     figure = Figure(figsize=(5, 5), dpi=100)
     FigureCanvasAgg(figure)

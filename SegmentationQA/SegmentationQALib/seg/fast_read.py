@@ -52,7 +52,8 @@ class InMemoryPixels:
 def expected_pixel_bytes(ds: Dataset) -> int:
     """Bytes of native pixel data NumberOfFrames frames need."""
     frames = int(ds.get("NumberOfFrames", 1))
-    return (frames * int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) * int(ds.get("SamplesPerPixel", 1)) + 7) // 8
+    return (frames * int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) * int(ds.get("SamplesPerPixel", 1))
+            + 7) // 8
 
 
 def _segment_ranges(frame_segments: np.ndarray, numbers: list[int]) -> list[tuple[int, int]] | None:

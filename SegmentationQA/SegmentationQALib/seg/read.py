@@ -137,8 +137,9 @@ def load_seg(path: str | Path, progress: ProgressCallback | None = None,
     """Read any patient-space SEG. Fractional segments are thresholded at 0.5 (with a warning).
 
     SegReader.BULK uses the bulk BINARY / LABELMAP readers (seg.fast_read) where they apply, highdicom otherwise;
-    SegReader.HIGHDICOM always highdicom. Both give the same voxels and metadata (tested on every sample SEG). For native files (plain or deflated) the fast
-    readers take the pixel data from the file piece by piece (seg_stream_read), never all of it at once.
+    SegReader.HIGHDICOM always highdicom. Both give the same voxels and metadata (tested on every sample SEG).
+    For native files (plain or deflated) the fast readers take the pixel data from the file piece by piece
+    (seg_stream_read), never all of it at once.
     """
     progress = progress or no_progress
     start = time.perf_counter()

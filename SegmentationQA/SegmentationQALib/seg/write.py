@@ -162,7 +162,8 @@ def write_seg(
     for number, (segment, count) in enumerate(zip(layered.segments, counts), start=1):
         description, segment_warnings = segment_description(number, segment, options, shared)
         descriptions.append(description)
-        reports.append(SegmentReport(number, str(description.SegmentLabel), count, segment.segment_id, segment_warnings))
+        reports.append(SegmentReport(number, str(description.SegmentLabel), count, segment.segment_id,
+                                     segment_warnings))
         warnings.extend(segment_warnings)
 
     progress(0.2, "encoding frames")
