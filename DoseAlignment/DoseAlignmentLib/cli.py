@@ -19,7 +19,13 @@ if __package__ in (None, ""):  # run as a script: the libraries sit beside this 
     _root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(p) for p in (_root, _root.parent / "DicomFidelityCommon") if p.is_dir()]
 
-from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments, exit_from_app, run_command  # noqa: E402
+from DicomFidelityCommonLib.cli import (  # noqa: E402
+    CommandResult,
+    ProgressBar,
+    add_common_arguments,
+    exit_from_app,
+    run_command,
+)
 from DicomFidelityCommonLib.errors import DicomFidelityError  # noqa: E402
 from DoseAlignmentLib.align import align, read_registration  # noqa: E402
 from DoseAlignmentLib.dvh import dvh_for_labels, read_labelmap, write_report  # noqa: E402
@@ -28,18 +34,22 @@ from DoseAlignmentLib.resample import Direction, Interpolation  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dosealign", description="Align RTDOSE with a CT grid, with every geometry rule right.")
+    parser = argparse.ArgumentParser(prog="dosealign",
+                                     description="Align RTDOSE with a CT grid, with every geometry rule right.")
     commands = parser.add_subparsers(dest="command", required=True)
     resample = commands.add_parser("resample", help="resample dose onto the CT grid (or the CT onto the dose grid)")
     resample.add_argument("--dose", action="append", required=True, help="RTDOSE file; repeat to sum per-beam doses")
     resample.add_argument("--reference", required=True, help="CT folder (DICOM) or volume file (NRRD, NIfTI, MHA)")
     resample.add_argument("--output", required=True, help="output .nrrd, .nii, .nii.gz or .npz")
     resample.add_argument("--direction", choices=[d.value for d in Direction], default=Direction.DOSE_TO_CT.value)
-    resample.add_argument("--interpolation", choices=[i.value for i in Interpolation], default=Interpolation.LINEAR.value)
+    resample.add_argument("--interpolation", choices=[i.value for i in Interpolation],
+                          default=Interpolation.LINEAR.value)
     resample.add_argument("--outside-value", type=float, default=0.0, help="dose outside the dose grid (default 0)")
-    resample.add_argument("--registration", help="4x4 matrix text file (LPS mm) mapping dose-frame to reference-frame points")
+    resample.add_argument("--registration",
+                          help="4x4 matrix text file (LPS mm) mapping dose-frame to reference-frame points")
     resample.add_argument("--reference-output", help="also write the reference on the output grid (.nrrd/.nii.gz)")
-    resample.add_argument("--rtdose-output", help="also write the dose on the CT grid as an RTDOSE (.dcm; dose-to-ct only)")
+    resample.add_argument("--rtdose-output",
+                          help="also write the dose on the CT grid as an RTDOSE (.dcm; dose-to-ct only)")
     resample.add_argument("--labelmap", help="labelmap on the reference (NRRD/NIfTI/.seg.nrrd) for the DVH report")
     resample.add_argument("--report", help="folder for an HTML report: DVH CSV and PNG, isodose overlay")
     resample.add_argument("--compress", action="store_true", help="compress NRRD/NIfTI/npz outputs (smaller, slower)")
@@ -53,7 +63,8 @@ def run_resample(args: argparse.Namespace) -> CommandResult:
     output_format(args.output)  # reject a bad output name before any work
     if args.reference_output:
         output_format(args.reference_output)
-    if args.report and Path(args.report).exists() and (not Path(args.report).is_dir() or any(Path(args.report).iterdir())):
+    report = Path(args.report) if args.report else None
+    if report is not None and report.exists() and (not report.is_dir() or any(report.iterdir())):
         raise DicomFidelityError("report folder exists and is not empty", args.report)
     registration = read_registration(args.registration) if args.registration else None
     direction = Direction(args.direction)
@@ -66,7 +77,8 @@ def run_resample(args: argparse.Namespace) -> CommandResult:
     labels = None
     if args.labelmap:
         if result.geometry is None:
-            raise DicomFidelityError("a DVH needs a regular output grid (non-uniform dose frames): use dose-to-ct", args.labelmap)
+            raise DicomFidelityError("a DVH needs a regular output grid (non-uniform dose frames): use dose-to-ct",
+                                     args.labelmap)
         labels, names, label_warnings = read_labelmap(args.labelmap, result.geometry)
         result.warnings.extend(label_warnings)
     t = time.perf_counter()
@@ -77,8 +89,8 @@ def run_resample(args: argparse.Namespace) -> CommandResult:
             result.outputs["rtdose"] = str(write_rtdose(args.rtdose_output, result))
         if args.report:
             curves = dvh_for_labels(result.dose, labels, names, result.geometry) if labels is not None else []
-            reports = write_report(args.report, result.dose, result.reference_array, result.geometry, result.units.value,
-                                   curves, result.to_json())
+            reports = write_report(args.report, result.dose, result.reference_array, result.geometry,
+                                   result.units.value, curves, result.to_json())
             result.outputs.update({f"report_{k}": v for k, v in reports.items()})
     except BaseException:
         _remove_outputs(result.outputs.values())  # all or nothing: no set of outputs that disagree

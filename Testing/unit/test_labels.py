@@ -1,4 +1,5 @@
-"""Label descriptions: built-in model maps, dcmqi JSON, Slicer colour tables, ITK-SNAP, applying them to label volumes."""
+"""Label descriptions: built-in model maps, dcmqi JSON, Slicer colour tables, ITK-SNAP, applying them to label
+volumes."""
 
 from __future__ import annotations
 
@@ -239,8 +240,8 @@ def test_dcmqi_json_round_trip(tmp_path):
     data = json.loads(path.read_text())
     assert data["SeriesDescription"] == "Organs" and len(data["segmentAttributes"]) == 1
     item = data["segmentAttributes"][0][1]
-    assert item["SegmentedPropertyTypeModifierCodeSequence"] == {"CodeValue": "7771000", "CodingSchemeDesignator": "SCT",
-                                                                  "CodeMeaning": "Left"}
+    left = {"CodeValue": "7771000", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Left"}
+    assert item["SegmentedPropertyTypeModifierCodeSequence"] == left
     assert item["recommendedDisplayRGBValue"] == [185, 102, 83] and item["SegmentAlgorithmType"] == "AUTOMATIC"
     again = read_label_description(path)
     assert again == original
@@ -360,7 +361,8 @@ def test_slicer_csv_as_slicer_documents_it():
             "Category_CodeMeaning,Type_CodingScheme,Type_CodeValue,Type_CodeMeaning,TypeModifier_CodingScheme,"
             "TypeModifier_CodeValue,TypeModifier_CodeMeaning,Region_CodingScheme,Region_CodeValue,Region_CodeMeaning,"
             "RegionModifier_CodingScheme,RegionModifier_CodeValue,RegionModifier_CodeMeaning\n"
-            "1,left_kidney,185,102,83,255,SCT,123037004,Anatomical Structure,SCT,64033007,Kidney,SCT,7771000,Left,,,,,,\n"
+            "1,left_kidney,185,102,83,255,SCT,123037004,Anatomical Structure,SCT,64033007,Kidney,SCT,7771000,Left,"
+            ",,,,,\n"
             "6,right_kidney_mass,144,238,144,255,SCT,49755003,Morphologically Altered Structure,SCT,4147007,Mass,,,,"
             "SCT,64033007,Kidney,SCT,24028007,Right\n"
             '10,"catheter, renal",127,127,127,255,SCT,260787004,Physical object,SCT,19923001,Catheter,,,,'
@@ -399,7 +401,8 @@ def test_slicer_ctbl_text_table(tmp_path):
 # ---- ITK-SNAP --------------------------------------------------------------------------------------------------
 
 def test_itksnap_round_trip_and_parse(tmp_path):
-    description = LabelDescription([LabelEntry(1, "Liver (whole)", (221, 130, 101)), LabelEntry(7, "spleen", (1, 2, 3))])
+    description = LabelDescription([LabelEntry(1, "Liver (whole)", (221, 130, 101)),
+                                    LabelEntry(7, "spleen", (1, 2, 3))])
     path = write_label_description(description, tmp_path / "labels.txt")
     assert detect_label_format(path) is LabelFormat.ITKSNAP
     assert read_label_description(path) == description

@@ -36,7 +36,8 @@ class AlgorithmType(str, enum.Enum):
     AUTOMATIC = "AUTOMATIC"
 
     @classmethod
-    def parse(cls, text: str | None, source: str = "", field_name: str = "SegmentAlgorithmType") -> AlgorithmType | None:
+    def parse(cls, text: str | None, source: str = "",
+              field_name: str = "SegmentAlgorithmType") -> AlgorithmType | None:
         if text is None or str(text).strip() == "":
             return None
         try:
@@ -150,7 +151,8 @@ class LabelDescription:
         if not isinstance(labels, list):
             raise InvalidInputFileError("'labels' must be a list", source or None, "labels")
         entries = [LabelEntry.from_json(item, source, f"labels[{i}]") for i, item in enumerate(labels)]
-        return cls(entries, source=source or data.get("source", ""), series_attributes=data.get("series_attributes") or {})
+        return cls(entries, source=source or data.get("source", ""),
+                   series_attributes=data.get("series_attributes") or {})
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
@@ -168,7 +170,8 @@ def coded_term_from_json(data: dict | None, source: str = "", where: str = "") -
     try:
         term = CodedTerm(value=str(data["value"]), scheme=str(data["scheme"]), meaning=str(data["meaning"]))
     except (KeyError, TypeError):
-        raise InvalidInputFileError("coded term needs value, scheme and meaning", source or None, where or None) from None
+        raise InvalidInputFileError("coded term needs value, scheme and meaning", source or None,
+                                    where or None) from None
     return check_coded_term(term, source, where)
 
 

@@ -88,7 +88,8 @@ def resolve_model_map_name(spec: str) -> ModelMap:
     key = spec.strip().lower()
     key = ALIASES.get(key, key)
     if key not in MODEL_MAPS:
-        raise UnknownLabelMapError(f"unknown built-in label map {spec!r}; available: {', '.join(available_model_maps())}")
+        raise UnknownLabelMapError(f"unknown built-in label map {spec!r}; "
+                                   f"available: {', '.join(available_model_maps())}")
     return MODEL_MAPS[key]
 
 
@@ -106,7 +107,8 @@ def _load_table(file_name: str, algorithm_name: str) -> tuple[LabelEntry, ...]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise InvalidInputFileError(f"built-in label map is missing from the installation ({error})", path) from None
-    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip() and not line.startswith("#")]
+    numbered = [(number, line) for number, line in enumerate(lines, start=1)
+                if line.strip() and not line.startswith("#")]
     reader = csv.DictReader(line for _, line in numbered)
     entries = []
     for (line_number, _), row in zip(numbered[1:], reader):

@@ -213,12 +213,14 @@ def reference_sequences(template: Dataset, reference: ImageSeries) -> dict[int, 
     if str(series_item.SeriesInstanceUID) != reference.series_instance_uid:
         raise ValueError("the template does not reference the reference series")
     instances = _sequence_element(instances_tag, _reference_items(series_item.ReferencedInstanceSequence[0], reference))
-    series_items = [_item(_constant_elements(series_item, ("ReferencedInstanceSequence",)) + [(instances_tag, instances)])]
+    constant = _constant_elements(series_item, ("ReferencedInstanceSequence",))
+    series_items = [_item(constant + [(instances_tag, instances)])]
     spliced[series_tag] = _sequence_element(series_tag, series_items)
     del template.ReferencedSeriesSequence
     if "SourceImageSequence" in template:
         source_tag = int(Tag("SourceImageSequence"))
-        spliced[source_tag] = _sequence_element(source_tag, _reference_items(template.SourceImageSequence[0], reference))
+        items = _reference_items(template.SourceImageSequence[0], reference)
+        spliced[source_tag] = _sequence_element(source_tag, items)
         del template.SourceImageSequence
     return spliced
 
@@ -336,7 +338,8 @@ def _unaligned_binary_chunks(layered: LayeredSegmentation, slices_per_segment: l
     for segment, slices in zip(layered.segments, slices_per_segment):
         layer = layered.layers[segment.layer]
         for start in range(0, len(slices), FRAMES_PER_CHUNK):
-            bits = np.concatenate([carry, (layer[slices[start:start + FRAMES_PER_CHUNK]] == segment.label_value).ravel()])
+            chunk = layer[slices[start:start + FRAMES_PER_CHUNK]] == segment.label_value
+            bits = np.concatenate([carry, chunk.ravel()])
             whole = len(bits) - len(bits) % 8
             carry = bits[whole:]
             yield memoryview(np.packbits(bits[:whole], bitorder="little")).cast("B")
