@@ -19,13 +19,7 @@ if __package__ in (None, ""):  # run as a script: the libraries sit beside this 
     _root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(p) for p in (_root, _root.parent / "DicomFidelityCommon") if p.is_dir()]
 
-from DicomFidelityCommonLib.cli import (  # noqa: E402
-    CommandResult,
-    ProgressBar,
-    add_common_arguments,
-    exit_from_app,
-    run_command,
-)
+from DicomFidelityCommonLib import cli as contract  # noqa: E402
 from DicomFidelityCommonLib.errors import DicomFidelityError  # noqa: E402
 from DoseAlignmentLib.align import align, read_registration  # noqa: E402
 from DoseAlignmentLib.dvh import dvh_for_labels, read_labelmap, write_report  # noqa: E402
@@ -53,13 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--labelmap", help="labelmap on the reference (NRRD/NIfTI/.seg.nrrd) for the DVH report")
     resample.add_argument("--report", help="folder for an HTML report: DVH CSV and PNG, isodose overlay")
     resample.add_argument("--compress", action="store_true", help="compress NRRD/NIfTI/npz outputs (smaller, slower)")
-    add_common_arguments(resample)
+    contract.add_common_arguments(resample)
     resample.set_defaults(func=run_resample)
     return parser
 
 
-def run_resample(args: argparse.Namespace) -> CommandResult:
-    progress = ProgressBar(not args.quiet)
+def run_resample(args: argparse.Namespace) -> contract.CommandResult:
+    progress = contract.ProgressBar(not args.quiet)
     output_format(args.output)  # reject a bad output name before any work
     if args.reference_output:
         output_format(args.reference_output)
@@ -98,8 +92,8 @@ def run_resample(args: argparse.Namespace) -> CommandResult:
     result.timings["write"] = time.perf_counter() - t
     document = result.to_json()
     summary = ", ".join(f"{k} {document[k]}" for k in ("dose_units", "max_dose_in", "max_dose_out", "fraction_outside"))
-    return CommandResult(f"wrote {args.output} ({summary})", dict(result.outputs), result.warnings, result.timings,
-                         document)
+    return contract.CommandResult(f"wrote {args.output} ({summary})", dict(result.outputs), result.warnings,
+                                  result.timings, document)
 
 
 def _remove_outputs(paths) -> None:
@@ -115,8 +109,8 @@ def _remove_outputs(paths) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("dosealign", build_parser(), argv)
+    return contract.run_command("dosealign", build_parser(), argv)
 
 
 if __name__ == "__main__":
-    exit_from_app(main())
+    contract.exit_from_app(main())

@@ -23,7 +23,7 @@ from DicomFidelityCommonLib.cli import (  # noqa: E402
     run_command,
 )
 from DicomFidelityCommonLib.dicom.series import is_dicom_file  # noqa: E402
-from SegmentationQALib.cli_reference import add_reference_series_arguments, patient_info  # noqa: E402
+from SegmentationQALib.cli_reference import add_reference_series_arguments, export_outputs, patient_info  # noqa: E402
 from SegmentationQALib.cli_rtstruct import add_rtstruct_commands  # noqa: E402
 from SegmentationQALib.reference_series import ReferenceModality  # noqa: E402
 from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType  # noqa: E402
@@ -82,9 +82,7 @@ def commandExportSeg(args) -> CommandResult:
     result.warnings = labelWarnings + result.warnings
     result.timings["load_inputs"] = loadTime
     result.timings["in_process_total"] = time.perf_counter() - start
-    outputs = {"seg": result.seg_path}
-    if result.reference_paths:
-        outputs["reference_series"] = list(result.reference_paths)
+    outputs = export_outputs("seg", result.seg_path, result.reference_paths)
     return CommandResult(
         f"wrote {result.seg_path} ({result.seg_type.upper()}, {len(result.segments)} segments, "
         f"{result.file_size_bytes / 1e6:.2f} MB) in {result.timings['in_process_total']:.2f} s",

@@ -19,3 +19,11 @@ def add_reference_series_arguments(parser) -> None:
 def patient_info(args) -> PatientStudyInfo:
     return PatientStudyInfo(patient_name=args.patient_name, patient_id=args.patient_id or "",
                             body_part_examined=args.body_part or "", laterality=args.laterality or "")
+
+
+def export_outputs(role: str, path: str, reference_paths: list[str]) -> dict:
+    """The --json ``outputs`` of an export: the object, and the reference series when one was written with it."""
+    outputs: dict = {role: path}
+    if reference_paths:
+        outputs["reference_series"] = list(reference_paths)
+    return outputs

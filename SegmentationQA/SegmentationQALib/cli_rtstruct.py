@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments
-from SegmentationQALib.cli_reference import add_reference_series_arguments, patient_info
+from SegmentationQALib.cli_reference import add_reference_series_arguments, export_outputs, patient_info
 from SegmentationQALib.reference_series import ReferenceModality
 from SegmentationQALib.rtstruct import FidelityGateError, FidelityThresholds, RtStructExportOptions, Verdict
 
@@ -72,9 +72,7 @@ def commandExportRtStruct(args) -> CommandResult:
     result.timings["in_process_total"] = time.perf_counter() - start
     details = result.to_json()
     details["fidelity"] = fidelity.to_json()
-    outputs = {"rtstruct": result.path}
-    if result.reference_paths:
-        outputs["reference_series"] = list(result.reference_paths)
+    outputs = export_outputs("rtstruct", result.path, result.reference_paths)
     return CommandResult(
         f"wrote {result.path} ({len(result.rois)} ROIs; fidelity {fidelity.worst_verdict.value}: "
         f"{_summary(fidelity)}) in {result.timings['in_process_total']:.2f} s",

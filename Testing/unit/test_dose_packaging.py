@@ -11,10 +11,12 @@ MODULE = Path(__file__).resolve().parents[2] / "DoseAlignment"
 
 
 def test_cmake_lists_every_python_file_and_resource():
-    text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "DoseAlignment")
-    # the shell by name, every library file through the glob (so a new file cannot be forgotten)
-    assert re.search(r"^\s*DoseAlignment\.py\s*$", text, re.M)
-    assert "file(GLOB_RECURSE MODULE_LIB_SCRIPTS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} DoseAlignmentLib/*.py)" in text
+    text = (MODULE / "CMakeLists.txt").read_text()
+    # the shared function builds the shell and globs every library file, so a new file cannot be forgotten
+    assert "dicomfidelity_add_module(" in text and "NAME DoseAlignment" in text and "WITH_PANEL" in text
+    function = (MODULE.parent / "CMake" / "DicomFidelityModule.cmake").read_text()
+    assert "file(GLOB_RECURSE _lib_scripts RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} ${MY_NAME}Lib/*.py)" in function
+    assert "SCRIPTS ${MY_NAME}.py ${_lib_scripts}" in function
     assert {p.name for p in MODULE.glob("*.py")} == {"DoseAlignment.py"}
     for resource in ("Resources/Icons/DoseAlignment.png", "Resources/UI/DoseAlignment.ui"):
         assert resource in text and (MODULE / resource).is_file()

@@ -63,7 +63,7 @@ def test_module_shell_structure_and_resources(module):
     for suffix in ("", "Widget", "Logic", "Test"):
         assert f"{module}{suffix}" in classes, f"{module}.py lacks class {module}{suffix}"
     cmake = (REPO / module / "CMakeLists.txt").read_text()
-    assert f"{module}.py" in cmake or "${MODULE_NAME}.py" in cmake
+    assert f"NAME {module}" in cmake and "dicomfidelity_add_module(" in cmake
     for resource in (f"Resources/Icons/{module}.png", f"Resources/UI/{module}.ui"):
         assert (REPO / module / resource).is_file(), resource
     # one requirements file for the extension (Slicer installs all modules' resources into one folder)
@@ -76,6 +76,6 @@ def test_module_shell_structure_and_resources(module):
 
 def test_top_level_cmake_lists_both_modules():
     cmake = (REPO / "CMakeLists.txt").read_text()
-    assert "project(DicomFidelity)" in cmake
+    assert "project(DicomFidelity)" in cmake and "CMake/DicomFidelityModule.cmake" in cmake
     for module in ["DicomFidelityCommon", *MODULES, "Testing"]:
         assert f"add_subdirectory({module})" in cmake

@@ -11,14 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from DicomFidelityCommonLib.dicom.series import ImageSeries
-from SegmentationQALib.rtstruct.dataset import (
-    PLANE_TOLERANCE_FRACTION,
-    ReferenceImages,
-    contour_points,
-    load_reference,
-    read_rtstruct_dataset,
-    roi_tables,
-)
+from SegmentationQALib.rtstruct import dataset as rt
 
 
 class IssueKind(enum.Enum):
@@ -88,14 +81,11 @@ def _is_simple(points_2d: np.ndarray) -> bool:
         return False
 
 
-def check_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | str | Path) -> RtStructCheckResult:
+def check_rtstruct(path: str | Path, reference: rt.ReferenceImages | ImageSeries | str | Path) -> RtStructCheckResult:
     """Check an existing RTSTRUCT against its images: what a planning system would reject or misread."""
     started = time.perf_counter()
-    ds = read_rtstruct_dataset(path)
-    if isinstance(reference, (str, Path)):
-        reference = load_reference(reference, ds)
-    elif isinstance(reference, ImageSeries):
-        reference = ReferenceImages.from_series(reference)
+    ds = rt.read_rtstruct_dataset(path)
+    reference = rt.resolve_reference(reference, ds)
     geometry = reference.geometry
     issues: list[RtStructIssue] = []
     frames = {str(r.ReferencedFrameOfReferenceUID) for r in ds.get("StructureSetROISequence", [])
@@ -107,7 +97,7 @@ def check_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | 
                                     f"RTSTRUCT refers to frame(s) of reference {sorted(frames)}, the images are on "
                                     f"{reference.frame_of_reference_uid}"))
     known_images = {u for u in reference.sop_instance_uids if u}
-    names, _, contour_items = roi_tables(ds)
+    names, _, contour_items = rt.roi_tables(ds)
     normal = geometry.slice_normal
     step = float(geometry.spacing[2])
     total = 0
@@ -126,7 +116,7 @@ def check_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | 
                 issues.append(RtStructIssue(kind, severity, message, _roi, _name, _n))
 
             kind = str(contour.get("ContourGeometricType", ""))
-            points = contour_points(contour)
+            points = rt.contour_points(contour)
             if kind == "POINT":
                 continue
             if kind in ("OPEN_PLANAR", "OPEN_NONPLANAR"):
@@ -135,12 +125,12 @@ def check_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | 
                 issue(IssueKind.TOO_FEW_POINTS, Severity.ERROR, f"{len(points)} point(s): cannot enclose anything")
                 continue
             distances = points @ normal
-            if np.ptp(distances) > 1e-3 + PLANE_TOLERANCE_FRACTION * step * 0.1:
+            if np.ptp(distances) > 1e-3 + rt.PLANE_TOLERANCE_FRACTION * step * 0.1:
                 issue(IssueKind.NON_PLANAR, Severity.ERROR,
                       f"points span {np.ptp(distances):.3f} mm along the slice normal")
             ijk = geometry.lps_to_index(points)
             k = float(np.median(ijk[:, 2]))
-            if abs(k - round(k)) > PLANE_TOLERANCE_FRACTION:
+            if abs(k - round(k)) > rt.PLANE_TOLERANCE_FRACTION:
                 issue(IssueKind.OFF_PLANE, Severity.ERROR,
                       f"{abs(k - round(k)) * step:.3f} mm off the nearest image plane")
             if not 0 <= round(k) < geometry.shape[0]:

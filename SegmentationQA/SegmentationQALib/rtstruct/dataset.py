@@ -162,3 +162,11 @@ def roi_tables(ds: Dataset):
     return names, algorithms, contours
 
 
+def resolve_reference(reference: ReferenceImages | ImageSeries | str | Path, rtstruct: Dataset) -> ReferenceImages:
+    """The planes an RTSTRUCT is read or checked on, from what the caller has: a CT folder (rebuilt from the
+    contours when incomplete), a read series, or planes already made."""
+    if isinstance(reference, (str, Path)):
+        return load_reference(reference, rtstruct)
+    if isinstance(reference, ImageSeries):
+        return ReferenceImages.from_series(reference)
+    return reference

@@ -20,8 +20,8 @@ from SegmentationQALib.rtstruct.dataset import (
     PLANE_TOLERANCE_FRACTION,
     ReferenceImages,
     contour_points,
-    load_reference,
     read_rtstruct_dataset,
+    resolve_reference,
     roi_tables,
     rtstruct_frame_of_reference,
 )
@@ -90,10 +90,7 @@ def read_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | s
     started = time.perf_counter()
     progress = progress or no_progress
     ds = read_rtstruct_dataset(path)
-    if isinstance(reference, (str, Path)):
-        reference = load_reference(reference, ds)
-    elif isinstance(reference, ImageSeries):
-        reference = ReferenceImages.from_series(reference)
+    reference = resolve_reference(reference, ds)
     geometry = reference.geometry
     warnings = list(reference.warnings)
     rt_frame = rtstruct_frame_of_reference(ds)
