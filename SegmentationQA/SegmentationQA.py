@@ -114,6 +114,7 @@ class SegmentationQAParameterNode:
     seriesDescription: str = "Segmentation"
     contentCreator: str = "DicomFidelity^"
     referenceModality: str = "CT"
+    labelDescription: str = ""
 
 
 class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -140,6 +141,7 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.exportSegButton.connect("clicked(bool)", self.onExportSeg)
         self.ui.loadSegButton.connect("clicked(bool)", self.onLoadSeg)
+        self.ui.applyLabelsButton.connect("clicked(bool)", self.onApplyLabels)
         self.ui.checkRtStructButton.connect("clicked(bool)", self.onCheckRtStruct)
         self.ui.exportRtStructButton.connect("clicked(bool)", self.onExportRtStruct)
         self.initializeParameterNode()
@@ -227,6 +229,13 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.segmentation = node
             self._showResult(f"Loaded {len(result.segments)} segments in {result.timings['total']:.1f} s.",
                              result.warnings)
+
+    def onApplyLabels(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Applying the label description failed.", waitCursor=True):
+            ensureDependencies()
+            warnings = self.logic.applyLabelDescription(p.segmentation, p.labelDescription)
+            self._showResult(f"Label description applied to {p.segmentation.GetName()}.", warnings)
 
     def _fillFidelityTable(self, rows: list[dict]) -> None:
         columns = ["name", "verdict", "voxels_lost", "voxels_gained", "volume_change_percent", "dice"]

@@ -174,6 +174,26 @@ class SegmentationQAMRMLLogic:
         with open(path, "rb") as f:
             return f.read(4) == b"NRRD"
 
+    def applyLabelDescription(self, segmentationNode, labels) -> list[str]:
+        """Give the node's segments the names, colours, terminology and algorithm a label description has for their
+        label values (a file or a built-in map, SegmentationQALib.labels); returns the one warning for values it
+        does not describe. The panel's Apply button and ``export-seg --labels`` use the same description."""
+        from SegmentationQALib.labels import label_segmentation
+
+        layered = self.layeredSegmentationFromNode(segmentationNode, copy=False)
+        described, warnings = label_segmentation(layered, labels)
+        segmentation = segmentationNode.GetSegmentation()
+        for before, after in zip(layered.segments, described.segments):
+            segment = segmentation.GetSegment(before.segment_id)
+            segment.SetName(after.name)
+            segment.SetColor(*after.color)
+            if after.terminology is not None:
+                segment.SetTerminology(after.terminology.to_slicer())
+            for tag, value in ((ALGORITHM_TYPE_TAG, after.algorithm_type), (ALGORITHM_NAME_TAG, after.algorithm_name)):
+                if value:
+                    segment.SetTag(tag, value)
+        return warnings
+
     def removeSegmentationNode(self, segmentationNode) -> None:
         """Remove a segmentation node in one pass instead of one full-volume pass per segment.
 

@@ -103,3 +103,20 @@ def test_seg_nrrd_output_keeps_terminology_without_side_files(shared_data, tmp_p
     assert list(loaded["outputs"]) == ["segmentation"]
     header = target.read_bytes()[:200_000].decode("latin-1")
     assert "64033007" in header and "7771000" in header  # Slicer's TerminologyEntry tags carry the codes
+
+
+def test_logic_applies_a_description_to_a_loaded_segmentation(logic, shared_data, tmp_path):
+    """The panel's Apply button: a label volume loaded without a description gets names, colours and codes."""
+    node = logic.loadSegmentationFile(shared_data / TOTALSEG / "example_seg_fast_force_split.nii.gz")
+    warnings = logic.applyLabelDescription(node, "totalsegmentator:total")
+    assert warnings == []
+    segmentation = node.GetSegmentation()
+    names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+    assert {"liver", "kidney_left", "kidney_right"} <= names and not any(n.startswith("Segment_") for n in names)
+    layered = logic.layeredSegmentationFromNode(node)
+    left = next(s for s in layered.segments if s.name == "kidney_left")
+    assert (left.terminology.type.value, left.terminology.type_modifier.value) == ("64033007", "7771000")
+    reference = logic.loadVolumeFile(shared_data / TOTALSEG / "example_ct.nii.gz")
+    result = logic.exportDicomSeg(node, reference, tmp_path / "out", exportReference=True)
+    items = {str(item.SegmentLabel): item for item in _segments(result.seg_path)}
+    assert _codes(items["kidney_left"]) == ("64033007", "7771000")
