@@ -59,8 +59,12 @@ def is_volume_file(path: Path) -> bool:
     return path.is_file() and any(name.endswith(s) for s in VOLUME_SUFFIXES)
 
 
-def read_reference(path: str | Path) -> Reference:
-    """A CT folder (sorted along the slice normal, HU) or a volume file (NRRD, NIfTI, MHA)."""
+def read_reference(path: str | Path | Sequence[str | Path]) -> Reference:
+    """A CT folder or list of its files (sorted along the slice normal, HU), or a volume file (NRRD, NIfTI, MHA)."""
+    if not isinstance(path, (str, Path)):  # the files of one series, e.g. a cohort case's
+        series = read_image_series(list(path))
+        return Reference(series.geometry, series.frame_of_reference_uid, str(Path(series.paths[0]).parent),
+                         list(series.warnings), series=series, _loader=series.pixel_array)
     path = Path(path)
     if is_volume_file(path):
         try:

@@ -4,7 +4,6 @@ fingerprints that change only with the case's files."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -83,7 +82,7 @@ def test_per_beam_doses_are_grouped_and_mixed_units_flagged(paired):
 
 def test_json_is_complete_and_pairing_is_deterministic(paired):
     _, db, result = paired
-    data = json.loads(result.to_json())
+    data = result.to_json()
     assert len(data["cases"]) == len(result.cases) and len(data["unpaired"]) == len(result.unpaired)
     assert {u["reason"] for u in data["unpaired"]} <= {reason.value for reason in UnpairedReason}
     assert {d["paired_by"] for c in data["cases"] for d in c["doses"]} <= {p.value for p in PairedBy}

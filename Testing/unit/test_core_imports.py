@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("slicer", "vtk", "vtkmodules", "qt", "ctk", "slicer_core")
 LIBRARIES = {"DicomFidelityCommonLib": "DicomFidelityCommon", "SegmentationQALib": "SegmentationQA",
-             "DoseAlignmentLib": "DoseAlignment"}
+             "DoseAlignmentLib": "DoseAlignment", "CohortsLib": "Cohorts"}
 MRML_FACING = {"logic", "rtstruct_logic", "mrml", "cli", "cli_rtstruct"}
 
 

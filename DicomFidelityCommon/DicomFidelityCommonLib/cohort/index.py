@@ -121,8 +121,8 @@ class IndexResult:
     seconds: float = 0.0
     unreadable: list[dict] = field(default_factory=list)  # this run's: path, kind, reason
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
 
 
 class _Unreadable(Exception):

@@ -141,8 +141,9 @@ class PairingResult:
     def case(self, ct_series_uid: str) -> Case | None:
         return next((c for c in self.cases if c.ct_series_uid == ct_series_uid), None)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=lambda v: v.value if isinstance(v, enum.Enum) else str(v))
+    def to_json(self) -> dict:
+        text = json.dumps(asdict(self), default=lambda v: v.value if isinstance(v, enum.Enum) else str(v))
+        return json.loads(text)
 
 
 # ------------------------------------------------------------------------------------------------ loading

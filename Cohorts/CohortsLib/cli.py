@@ -1,0 +1,97 @@
+"""`dicomfidelity`: index a DICOM tree, pair what belongs together, run a task on every case.
+
+    dicomfidelity index ROOT --db cohort.sqlite
+    dicomfidelity pairs --db cohort.sqlite [--json pairs.json]
+    dicomfidelity run ml-dataset --db cohort.sqlite --output-dir OUT [--workers N | --scheduler tcp://HOST:PORT]
+                      [--retry-failed] [--format nifti|nrrd|npz]
+
+The contract (exit codes, the one `error:` line, --json keys) is DicomFidelityCommonLib.cli's. A run that finished
+with failed cases exits 0: every failure is in OUT/manifest.csv with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the libraries sit beside this one (installed) or in sibling folders
+    _root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(p) for p in (_root, *(_root.parent / n for n in ("DicomFidelityCommon", "SegmentationQA",
+                                                                         "DoseAlignment"))) if p.is_dir()]
+
+from CohortsLib.tasks import TASKS, ArrayFormat  # noqa: E402
+from DicomFidelityCommonLib import cli as contract  # noqa: E402
+from DicomFidelityCommonLib.cohort import index_tree, pair_cases  # noqa: E402
+
+
+def commandIndex(args) -> contract.CommandResult:
+    result = index_tree(args.root, args.db, progress=contract.ProgressBar(not args.quiet))
+    details = result.to_json()
+    warnings = [f"{u['path']}: {u['reason']}" for u in details.get("unreadable", [])]
+    return contract.CommandResult(
+        f"indexed {result.files_seen} files ({result.files_read} read, {result.unreadable_total} unreadable): "
+        f"{result.patients} patients, {result.series} series in {result.seconds:.1f} s",
+        {"database": str(args.db)}, warnings, {"index": result.seconds}, details)
+
+
+def commandPairs(args) -> contract.CommandResult:
+    result = pair_cases(args.db)
+    details = result.to_json()
+    warnings = [f"{u.path}: unpaired {u.modality}: {u.reason.value}: {u.text}" for u in result.unpaired]
+    return contract.CommandResult(
+        f"{len(result.cases)} cases; {len(result.unpaired)} objects unpaired (reasons in --json)",
+        {}, warnings + result.warnings, {}, details)
+
+
+def commandRun(args) -> contract.CommandResult:
+    from DicomFidelityCommonLib.cohort.runner import run_cohort
+
+    cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
+                  rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
+             for case in pair_cases(args.db).to_json()["cases"]]  # plain data: what workers are sent
+    options = {"format": args.format}
+    result = run_cohort(cases, TASKS[args.task], args.output_dir, args.db, options, workers=args.workers,
+                        scheduler=args.scheduler, retry_failed=args.retry_failed,
+                        progress=contract.ProgressBar(not args.quiet))
+    details = result.to_json()
+    counts = result.counts
+    output_dir = Path(args.output_dir)
+    return contract.CommandResult(
+        f"{args.task}: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + f"; manifest in {output_dir}",
+        {"manifest": str(output_dir / "manifest.csv"), "summary": str(output_dir / "summary.json"),
+         "overview": str(output_dir / "index.html")},
+        [f"case {r.case_id}: {r.error}" for r in result.failed], {}, details)
+
+
+def buildParser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomfidelity", description="Cohorts: index, pair, run a task per case")
+    sub = parser.add_subparsers(dest="command", required=True)
+    index = sub.add_parser("index", help="index a folder tree of DICOM files into SQLite (incremental)")
+    index.add_argument("root")
+    index.add_argument("--db", required=True, help="SQLite file (created, or updated with what changed)")
+    contract.add_common_arguments(index)
+    index.set_defaults(func=commandIndex)
+    pairs = sub.add_parser("pairs", help="cases: CT + RTDOSE/RTSTRUCT/SEG, and what could not be paired, and why")
+    pairs.add_argument("--db", required=True)
+    contract.add_common_arguments(pairs)
+    pairs.set_defaults(func=commandPairs)
+    run = sub.add_parser("run", help="run a task on every case (resumable; local workers or a Dask cluster)")
+    run.add_argument("task", choices=sorted(TASKS))
+    run.add_argument("--db", required=True)
+    run.add_argument("--output-dir", required=True)
+    run.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+    run.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="run on this Dask cluster")
+    run.add_argument("--retry-failed", action="store_true", help="run failed cases again")
+    run.add_argument("--format", choices=[f.value for f in ArrayFormat], default=ArrayFormat.NIFTI.value)
+    contract.add_common_arguments(run)
+    run.set_defaults(func=commandRun)
+    return parser
+
+
+def main(argv=None) -> int:
+    return contract.run_command("dicomfidelity", buildParser(), argv)
+
+
+if __name__ == "__main__":
+    contract.exit_from_app(main())

@@ -1,0 +1,116 @@
+"""Cohort tasks: ``task(case, case_output_dir, options) -> dict`` top-level functions the runner sends to workers.
+
+Each calls the same code as the single-case commands, so a cohort result equals the one-case result (tested bit
+for bit against `dosealign`). A task writes only into ``case_output_dir`` (the runner stages and publishes it) and
+raises a DicomFidelityError naming the file for a case it cannot do; the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from DicomFidelityCommonLib.errors import DicomFidelityError, UnitsMismatchError
+from DicomFidelityCommonLib.safe_write import safe_file_name
+
+
+class ArrayFormat(Enum):
+    NIFTI = "nifti"
+    NRRD = "nrrd"
+    NPZ = "npz"
+
+    @property
+    def suffix(self) -> str:
+        return {ArrayFormat.NIFTI: ".nii.gz", ArrayFormat.NRRD: ".nrrd", ArrayFormat.NPZ: ".npz"}[self]
+
+
+def doses_to_sum(case: dict) -> tuple[list[str], list[str]]:
+    """The RTDOSE files of a case that make its dose, and why: the per-beam doses of one plan summed, or the one
+    plan/fraction dose. Several candidates are never guessed between: that is an error naming them."""
+    doses = case.get("doses") or []
+    if not doses:
+        return [], []
+    groups = [g for g in case.get("dose_groups") or [] if len(g.get("dose_sop_instance_uids") or []) > 1]
+    by_uid = {d["sop_instance_uid"]: d["path"] for d in doses}
+    if len(groups) == 1:
+        group = groups[0]
+        if group.get("mixed_units") or group.get("mixed_types"):
+            raise UnitsMismatchError("per-beam doses of one plan differ in units or type; not summed",
+                                     by_uid[group["dose_sop_instance_uids"][0]])
+        paths = [by_uid[uid] for uid in group["dose_sop_instance_uids"]]
+        return paths, [f"summed {len(paths)} per-beam doses of plan {group.get('plan_sop_instance_uid')}"]
+    if len(doses) == 1:
+        return [doses[0]["path"]], []
+    raise DicomFidelityError(f"{len(doses)} doses and no single plan to sum them by; choose one "
+                             f"({', '.join(Path(d['path']).name for d in doses)})", doses[0]["path"])
+
+
+def ml_dataset(case: dict, case_output_dir: Path, options: dict) -> dict:
+    """CT (HU), dose on the CT grid (Gy) and one mask per structure on the CT grid, plus case.json."""
+    from DoseAlignmentLib.align import align, read_reference
+    from DoseAlignmentLib.export import write_arrays, write_volume
+
+    fmt = ArrayFormat(options.get("format", ArrayFormat.NIFTI.value))
+    out = Path(case_output_dir)
+    reference = read_reference(case["ct_files"])
+    warnings = list(case.get("warnings") or [])
+    outputs: dict = {}
+    dose_paths, dose_notes = doses_to_sum(case)
+    warnings += dose_notes
+    if dose_paths:
+        result = align(dose_paths, reference, load_reference=True)
+        warnings += result.warnings
+        target = out / f"dose{fmt.suffix}"
+        written = write_arrays(target, result, None if fmt == ArrayFormat.NPZ else out / f"ct{fmt.suffix}")
+        outputs["dose_path"] = written.get("dose") or written.get("arrays")
+        outputs["ct_path"] = written.get("reference") or written.get("arrays")
+        geometry, ct = result.geometry, result.reference_array
+    else:
+        geometry, ct = reference.geometry, reference.array()
+        outputs["ct_path"] = str(write_volume(out / f"ct{fmt.suffix.replace('.npz', '.nii.gz')}", ct, geometry))
+    masks = _structure_masks(case, reference.series, geometry, warnings)
+    if masks:
+        folder = out / "masks"
+        folder.mkdir(parents=True, exist_ok=True)
+        names = {}
+        for name, mask in masks.items():
+            file_name = safe_file_name(name, "structure")
+            while file_name in names.values():
+                file_name += "_"
+            names[name] = file_name
+            suffix = fmt.suffix if fmt != ArrayFormat.NPZ else ".nii.gz"
+            write_volume(folder / f"{file_name}{suffix}", mask.astype(np.uint8), geometry, compress=True)
+        outputs["masks_dir"] = str(folder)
+    description = {
+        "case": case["case_id"], "patient_id": case.get("patient_id"), "ct_series_uid": case["ct_series_uid"],
+        "frame_of_reference_uid": case.get("frame_of_reference_uid"), "geometry": geometry.to_json(),
+        "rtdose_files": dose_paths, "rtstruct_files": [r["path"] for r in case.get("rtstructs") or []],
+        "structures": sorted(masks), "units": {"ct": "HU", "dose": "Gy"}, "warnings": warnings,
+    }
+    (out / "case.json").write_text(json.dumps(description, indent=2))
+    return {"outputs": outputs, "warnings": warnings}
+
+
+def _structure_masks(case: dict, series, geometry, warnings: list[str]) -> dict[str, np.ndarray]:
+    """Every ROI of the case's RTSTRUCTs as a boolean mask on the CT grid (read even-odd on the CT planes)."""
+    from DicomFidelityCommonLib.geometry import resample_labels
+    from SegmentationQALib.rtstruct import read_rtstruct
+
+    masks: dict[str, np.ndarray] = {}
+    for rtstruct in case.get("rtstructs") or []:
+        loaded = read_rtstruct(rtstruct["path"], series)
+        warnings += [f"{Path(rtstruct['path']).name}: {w}" for w in loaded.warnings]
+        layered = loaded.segmentation
+        for index, segment in enumerate(layered.segments):
+            mask = layered.mask(index)
+            if not layered.geometry.is_close(geometry):
+                mask = resample_labels(mask.astype(np.uint8), layered.geometry, geometry) > 0
+            name = segment.name if segment.name not in masks else f"{segment.name} ({segment.segment_id})"
+            masks[name] = mask
+    return masks
+
+
+TASKS = {"ml-dataset": ml_dataset}
