@@ -90,9 +90,11 @@ def main(argv=None) -> int:
 
     # 1. Many-label segmentation on a NIfTI CT -> LABELMAP SEG + new reference series -> back to .seg.nrrd
     seg_dir = out / "1-totalsegmentator-seg"
-    exported = run("export 61 TotalSegmentator labels as DICOM SEG (reference CT written as a new series)",
+    exported = run("export 61 TotalSegmentator labels as DICOM SEG with organ names and SNOMED codes "
+                   "(reference CT written as a new series)",
                    [segqa, "export-seg", "--segmentation", labels, "--reference", ct, "--output-dir", seg_dir,
-                    "--export-reference", "--algorithm-type", "automatic", "--json", out / "1-export.json", "--quiet"],
+                    "--export-reference", "--algorithm-type", "automatic", "--labels", "totalsegmentator:total",
+                    "--json", out / "1-export.json", "--quiet"],
                    log, out / "1-export.json")
     loaded = None
     if exported:
@@ -141,7 +143,9 @@ def main(argv=None) -> int:
         lines += ["", "## DICOM SEG", f"- {exported['seg_path']}: {exported['seg_type'].upper()}, "
                   f"{len(exported['segments'])} segments, {exported['file_size_bytes'] / 1e6:.2f} MB, "
                   f"{exported['compression']}; in-process {exported['timings_seconds'].get('in_process_total')} s",
-                  f"- reference series written: {len(exported['reference_paths'])} slices"]
+                  f"- reference series written: {len(exported['reference_paths'])} slices",
+                  f"- segments named from totalsegmentator:total, e.g. "
+                  f"{', '.join(s['label'] for s in exported['segments'][:5])}, ..."]
         if loaded:
             same = [a["voxel_count"] for a in exported["segments"]] == [b["voxel_count"] for b in loaded["segments"]]
             lines.append(f"- loaded back: {len(loaded['segments'])} segments, voxel counts identical: {same}")
