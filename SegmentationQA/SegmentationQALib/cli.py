@@ -23,6 +23,7 @@ from DicomFidelityCommonLib.cli import (  # noqa: E402
     run_command,
 )
 from DicomFidelityCommonLib.dicom.series import is_dicom_file  # noqa: E402
+from SegmentationQALib.cli_compare import add_compare_command  # noqa: E402
 from SegmentationQALib.cli_reference import add_reference_series_arguments, export_outputs, patient_info  # noqa: E402
 from SegmentationQALib.cli_rtstruct import add_rtstruct_commands  # noqa: E402
 from SegmentationQALib.reference_series import ReferenceModality  # noqa: E402
@@ -139,6 +140,7 @@ def buildParser() -> argparse.ArgumentParser:
     load.set_defaults(func=commandLoadSeg)
 
     add_rtstruct_commands(sub, makeLogic, loadReference)
+    add_compare_command(sub, makeLogic, loadReference)
     return parser
 
 

@@ -492,6 +492,42 @@ class SegmentationQAMRMLLogic:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    # ---------------------------------------------------------------- multi-model review
+    def compareSegmentations(self, segmentationNodes, referenceVolumeNode=None, referenceDicomFolder=None,
+                             names: list[str] | None = None, options=None, outputDir=None,
+                             progress: ProgressCallback | None = None):
+        """Agreement, per structure, between several models' segmentations of one image (SegmentationQALib.compare).
+
+        Every segmentation is put on the reference grid first, as an export would (``warnings`` of the result say
+        what changed). With ``outputDir`` (new or empty) the review is written there: metrics.csv, comparison.json,
+        report.html with the heat map and the slices of largest disagreement. Returns (ComparisonResult,
+        ReportFiles or None, warnings).
+        """
+        from SegmentationQALib.compare import compare_segmentations, write_comparison_report
+
+        progress = progress or no_progress
+        if referenceDicomFolder is not None:
+            series = dicom_series.read_image_series(referenceDicomFolder)
+            geometry, image = series.geometry, series.pixel_array()
+        elif referenceVolumeNode is not None:
+            geometry = self.geometryFromVolumeNode(referenceVolumeNode)
+            image = self.arrayFromVolumeNode(referenceVolumeNode)
+        else:
+            raise ReferenceNotDicomError("no reference: give a reference volume or a DICOM folder")
+        names = list(names or [node.GetName() for node in segmentationNodes])
+        if len(set(names)) != len(names):
+            raise DicomFidelityError(f"model names must differ: {names}")
+        warnings: list[str] = []
+        models = [(name, self.layeredSegmentationFromNode(node, geometry, warnings))
+                  for name, node in zip(names, segmentationNodes)]
+        result = compare_segmentations(models, options, lambda f, m: progress(0.8 * f, m))
+        report = None
+        if outputDir is not None:
+            progress(0.85, "writing the review")
+            report = write_comparison_report(result, outputDir, image)
+        progress(1.0, "done")
+        return result, report, warnings
+
     @with_paused_gc
     def loadDicomSeg(self, path, name: str | None = None, progress: ProgressCallback | None = None):
         """Load a DICOM SEG into a new segmentation node; returns (node, SegLoadResult)."""
