@@ -142,6 +142,9 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportSegButton.connect("clicked(bool)", self.onExportSeg)
         self.ui.loadSegButton.connect("clicked(bool)", self.onLoadSeg)
         self.ui.applyLabelsButton.connect("clicked(bool)", self.onApplyLabels)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.compareTable.connect("itemSelectionChanged()", self.onCompareRowSelected)
+        self._compareImages = {}
         self.ui.checkRtStructButton.connect("clicked(bool)", self.onCheckRtStruct)
         self.ui.exportRtStructButton.connect("clicked(bool)", self.onExportRtStruct)
         self.initializeParameterNode()
@@ -236,6 +239,46 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ensureDependencies()
             warnings = self.logic.applyLabelDescription(p.segmentation, p.labelDescription)
             self._showResult(f"Label description applied to {p.segmentation.GetName()}.", warnings)
+
+    def onCompare(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Comparing the segmentations failed.", waitCursor=True):
+            ensureDependencies()
+            nodes = self.ui.compareSegmentationsSelector.checkedNodes()
+            folder = Path(p.outputDirectory) / "model-review"
+            folder = folder.with_name(f"{folder.name}-{len(list(folder.parent.glob(folder.name + '*'))) + 1}")
+            dialog, progress = self._progressDialog("Comparing segmentations")
+            try:
+                result, report, warnings = self.logic.compareSegmentations(nodes, p.referenceVolume,
+                                                                           outputDir=folder, progress=progress)
+            finally:
+                dialog.close()
+            self._compareImages = {k: str(v) for k, v in report.structure_images.items()}
+            rows = [r for r in result.rows if r.model_b == "consensus"]
+            flagged = {(o.structure, o.model) for o in result.outliers}
+            table = self.ui.compareTable
+            table.setSortingEnabled(False)
+            table.clear()
+            columns = ["structure", "model", "dice", "hd95_mm", "msd_mm", "surface_dice", "flagged"]
+            table.setColumnCount(len(columns))
+            table.setHorizontalHeaderLabels(columns)
+            table.setRowCount(len(rows))
+            for r, row in enumerate(rows):
+                values = row.to_json()
+                cells = [row.structure, row.model_a, values["dice"], values["hd95_mm"], values["msd_mm"],
+                         values["surface_dice"], "yes" if (row.structure, row.model_a) in flagged else ""]
+                for c, value in enumerate(cells):
+                    item = qt.QTableWidgetItem()
+                    item.setData(qt.Qt.DisplayRole, round(value, 3) if isinstance(value, float) else value)
+                    table.setItem(r, c, item)
+            table.setSortingEnabled(True)
+            self._showResult(f"{len(result.outliers)} outlier(s); review in {report.html}.", warnings)
+
+    def onCompareRowSelected(self) -> None:
+        """Show the selected structure's slice of largest disagreement, with every model's outline."""
+        items = self.ui.compareTable.selectedItems()
+        path = self._compareImages.get(items[0].text()) if items else None
+        self.ui.compareImageLabel.setPixmap(qt.QPixmap(path) if path else qt.QPixmap())
 
     def _fillFidelityTable(self, rows: list[dict]) -> None:
         columns = ["name", "verdict", "voxels_lost", "voxels_gained", "volume_change_percent", "dice"]
