@@ -13,6 +13,7 @@ from vtk.util import numpy_support
 
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
+from DicomFidelityCommonLib.volume_files import check_image_header
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
@@ -116,3 +117,24 @@ def orientedImageFromArray(array: np.ndarray, geometry: VolumeGeometry):
     image.GetPointData().SetScalars(scalars)
     image.SetImageToWorldMatrix(numpyToVtkMatrix(LPS_TO_RAS @ geometry.affine_lps))
     return image
+
+
+def loadVolumeFile(scene, path, className: str = "vtkMRMLScalarVolumeNode", name: str | None = None):
+    """An image file (NRRD, NIfTI, ...) as a volume node; its header is checked first, so a corrupt file is a
+    clear error and never an abort inside the C++ reader."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputFileError("no such file", path)
+    check_image_header(path)
+    node = scene.AddNewNodeByClass(className, name or path.name.split(".")[0])
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    storage.SetSingleFile(True)
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise InvalidInputFileError("cannot read as an image volume", path)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return node

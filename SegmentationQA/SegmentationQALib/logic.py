@@ -32,9 +32,11 @@ from DicomFidelityCommonLib.mrml import (
     FRAME_OF_REFERENCE_ATTRIBUTE,
     INSTANCE_UIDS_ATTRIBUTE,
     arrayFromVolumeNode,
+    check_image_header,
     fillVolumeNode,
     geometryFromVolumeNode,
     imageArray,
+    loadVolumeFile,
     orientedImageFromArray,
     orientedImageGeometry,
     parentTransformToWorldRas,
@@ -83,20 +85,7 @@ class SegmentationQAMRMLLogic:
     # ---------------------------------------------------------------- files <-> nodes
     def loadVolumeFile(self, path, name: str | None = None):
         """Load an image file (NRRD, NIfTI, ...) as a scalar volume node."""
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidInputFileError("no such file", path)
-        _checkImageHeader(path)
-        node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or path.name.split(".")[0])
-        storage = self.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-        storage.SetFileName(str(path))
-        storage.SetSingleFile(True)
-        if not storage.ReadData(node):
-            self.scene.RemoveNode(node)
-            self.scene.RemoveNode(storage)
-            raise InvalidInputFileError("cannot read as an image volume", path)
-        node.SetAndObserveStorageNodeID(storage.GetID())
-        return node
+        return loadVolumeFile(self.scene, path, name=name)
 
     def volumeNodeFromArray(self, array: np.ndarray, geometry: VolumeGeometry, name: str = "Volume",
                             className: str = "vtkMRMLScalarVolumeNode"):
@@ -125,7 +114,7 @@ class SegmentationQAMRMLLogic:
                                      "carries its own segment descriptions", path)
         name = name or path.name.split(".")[0]
         if suffix in SEGMENTATION_SUFFIXES:
-            _checkImageHeader(path)  # teem aborts the process on a corrupt header; SimpleITK raises instead
+            check_image_header(path)  # teem aborts the process on a corrupt header; SimpleITK raises instead
             node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
             storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
             storage.SetFileName(str(path))
@@ -543,19 +532,6 @@ class SegmentationQAMRMLLogic:
         result = SegLoadResult(str(path), loaded.seg_type, loaded.segment_reports(), loaded.frame_of_reference_uid,
                                loaded.referenced_series_uid, None, loaded.warnings, timings)
         return node, result
-
-
-def _checkImageHeader(path: Path) -> None:
-    """Read only the header with SimpleITK, so a corrupt file is a Python error and not a crash in C++."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise InvalidInputFileError(f"corrupt or unsupported image file ({detail[:200]})", path) from exc
 
 
 def _segmentTag(segment, name: str) -> str | None:

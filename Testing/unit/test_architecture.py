@@ -25,12 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 LIBRARIES = {"DicomFidelityCommonLib": "DicomFidelityCommon", "SegmentationQALib": "SegmentationQA",
              "DoseAlignmentLib": "DoseAlignment", "CohortsLib": "Cohorts"}
 SHELLS = [REPO / "DicomFidelityCommon/DicomFidelityCommon.py", REPO / "SegmentationQA/SegmentationQA.py",
-          REPO / "DoseAlignment/DoseAlignment.py"]
+          REPO / "DoseAlignment/DoseAlignment.py", REPO / "Cohorts/Cohorts.py"]
 CLIS = [REPO / "SegmentationQA/SegmentationQALib/cli.py", REPO / "DoseAlignment/DoseAlignmentLib/cli.py",
         REPO / "Cohorts/CohortsLib/cli.py"]
 # What the Slicer application itself provides (not pip packages), and our own module shells.
 SLICER_APP = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "DICOMLib", "mrml", "DicomFidelityCommon", "SegmentationQA",
-              "DoseAlignment", "__future__"}
+              "DoseAlignment", "Cohorts", "__future__"}
 # Imported only by the self-tests, which run from the repository: pytest (installed by the self-test itself) and
 # the test data builders of Testing/.
 SELF_TEST_ONLY = {"pytest", "data_builders"}
@@ -326,3 +326,12 @@ def test_pydicom_internals_still_take_what_we_pass():
     from pydicom import examples
 
     assert internals.character_set(examples.ct) == ["latin_1"]  # the Python codec the file's strings decode with
+
+
+def test_cohort_shell_tasks_are_the_library_tasks():
+    from CohortsLib.tasks import TASKS
+
+    tree = ast.parse((REPO / "Cohorts/Cohorts.py").read_text())
+    names = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                 and getattr(node.targets[0], "id", "") == "TASK_NAMES")
+    assert names == tuple(sorted(TASKS))

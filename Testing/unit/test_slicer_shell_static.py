@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = ["SegmentationQA", "DoseAlignment"]
+MODULES = ["SegmentationQA", "DoseAlignment", "Cohorts"]
 
 
 def ui_widget_names(ui_path: Path) -> set[str]:

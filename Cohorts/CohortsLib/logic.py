@@ -1,0 +1,75 @@
+"""Cohort logic for the Slicer console, the panel and `Slicer --no-main-window --python-script`: index a tree,
+pair, run a task on every case (the same calls as `dicomfidelity`), and bring one case's outputs into the scene.
+
+Imports slicer and vtk only to load a case into a scene; never qt.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from CohortsLib.tasks import TASKS
+from DicomFidelityCommonLib.cohort import index_tree, pair_cases
+from DicomFidelityCommonLib.errors import InvalidInputFileError
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress, scaled
+
+
+@dataclass
+class CohortRun:
+    """What runCohort did: the index, the pairing and the run, each as its own result."""
+
+    index: object
+    pairing: object
+    run: object
+
+    def to_json(self) -> dict:
+        return {"index": self.index.to_json(), "pairing": self.pairing.to_json(), "run": self.run.to_json()}
+
+
+class CohortsLogic:
+    def __init__(self, scene=None):
+        self.scene = scene
+
+    def runCohort(self, root, outputDir, task: str = "ml-dataset", db=None, workers: int | None = None,
+                  scheduler: str | None = None, retryFailed: bool = False, options: dict | None = None,
+                  progress: ProgressCallback | None = None) -> CohortRun:
+        """Index ``root`` (incrementally, into ``db`` or OUT/cohort.sqlite), pair, and run ``task`` on every case
+        into ``outputDir`` (resumable: finished cases are skipped). Returns the three results."""
+        from DicomFidelityCommonLib.cohort.runner import run_cohort
+
+        progress = progress or no_progress
+        outputDir = Path(outputDir)
+        db = Path(db) if db is not None else outputDir.parent / f"{outputDir.name}.sqlite"
+        index = index_tree(root, db, progress=scaled(progress, 0.0, 0.2))
+        pairing = pair_cases(db)
+        cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
+                      rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
+                 for case in pairing.to_json()["cases"]]
+        run = run_cohort(cases, TASKS[task], outputDir, db, options or {}, workers=workers, scheduler=scheduler,
+                         retry_failed=retryFailed, progress=scaled(progress, 0.2, 1.0))
+        return CohortRun(index, pairing, run)
+
+    @staticmethod
+    def manifestRows(outputDir) -> list[dict]:
+        """The rows of OUT/manifest.csv (one per case)."""
+        path = Path(outputDir) / "manifest.csv"
+        if not path.is_file():
+            raise InvalidInputFileError("no manifest: run the cohort first", path)
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    def loadCase(self, outputDir, row: dict) -> list:
+        """The case's CT, dose and masks as volume nodes (ml-dataset outputs), for a look at one case."""
+        from DicomFidelityCommonLib.mrml import loadVolumeFile
+
+        nodes = []
+        for key in ("output_ct_path", "output_dose_path"):
+            if row.get(key):
+                nodes.append(loadVolumeFile(self.scene, Path(outputDir) / row[key]))
+        masks = row.get("output_masks_dir")
+        if masks:
+            for path in sorted((Path(outputDir) / masks).iterdir()):
+                nodes.append(loadVolumeFile(self.scene, path, "vtkMRMLLabelMapVolumeNode"))
+        return nodes
