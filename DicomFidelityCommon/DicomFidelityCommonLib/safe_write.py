@@ -48,6 +48,7 @@ def atomic_output_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700; outputs get the usual permissions
         if path.exists():
             path.rmdir()
         os.replace(tmp, path)
@@ -62,13 +63,68 @@ def safe_file_name(name: str, fallback: str = "segmentation") -> str:
     return cleaned or fallback
 
 
-def free_name(folder: str | Path, name: str) -> str:
-    """``name``, or ``name`` with a counter (``a_2.seg.dcm``), so an output never overwrites an earlier one."""
-    folder = Path(folder)
-    if not (folder / name).exists():
-        return name
+def _candidates(name: str) -> Iterator[str]:
+    """``name``, then ``name`` with a counter (``a_2.seg.dcm``, ``a_3.seg.dcm``, ...)."""
+    yield name
     stem, dot, rest = name.partition(".")
     counter = 2
-    while (folder / f"{stem}_{counter}{dot}{rest}").exists():
+    while True:
+        yield f"{stem}_{counter}{dot}{rest}"
         counter += 1
-    return f"{stem}_{counter}{dot}{rest}"
+
+
+STAGING_PREFIX = ".dicomfidelity-staging-"  # hidden: never read back as input (series listing, cohort index)
+
+
+class OutputTransaction:
+    """All the outputs of one command, staged in a hidden folder inside the output folder and published together.
+
+    ``path(name)`` is where to write an output; ``publish()`` moves every staged file and folder to its name, or to
+    the next free name (``_2``, ``_3``...) when another run took it meanwhile: claiming a name cannot overwrite
+    (a hard link for files, an exclusive mkdir for folders), so two runs into one folder never lose each other's
+    outputs. Leaving the block by an exception removes what was published and the staging folder; a killed run
+    leaves only the hidden staging folder, never a file under a final name.
+    """
+
+    def __init__(self, output_dir: str | Path):
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.output_dir, os.stat(self.output_dir).st_mode | 0o700)
+        self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.output_dir))
+        self.published: dict[str, Path] = {}
+
+    def path(self, name: str) -> Path:
+        return self.staging / name
+
+    def publish(self) -> dict[str, Path]:
+        """Staged name -> the final path it was published under."""
+        mode = 0o777 & ~_current_umask()
+        for item in sorted(self.staging.iterdir()):
+            for candidate in _candidates(item.name):
+                target = self.output_dir / candidate
+                try:
+                    if item.is_dir():
+                        os.mkdir(target)  # the claim: fails if the name is taken
+                        os.chmod(item, mode)
+                        os.replace(item, target)  # onto the empty folder just claimed
+                    else:
+                        os.link(item, target)  # fails if the name is taken; never replaces
+                        item.unlink()
+                except FileExistsError:
+                    continue
+                self.published[item.name] = target
+                break
+        return dict(self.published)
+
+    def rollback(self) -> None:
+        for target in self.published.values():
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        self.published.clear()
+
+    def __enter__(self) -> OutputTransaction:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self.rollback()
+        shutil.rmtree(self.staging, ignore_errors=True)

@@ -7,8 +7,6 @@ to ``slicer.mrmlScene`` and ``slicer.modules.segmentations.logic()``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +41,7 @@ from DicomFidelityCommonLib.mrml import (
 )
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
-from DicomFidelityCommonLib.safe_write import atomic_output_file, free_name, safe_file_name
+from DicomFidelityCommonLib.safe_write import OutputTransaction, atomic_output_file, safe_file_name
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from SegmentationQALib.seg.options import SegExportOptions, SegExportResult, SegLoadResult
 from SegmentationQALib.seg.read import load_seg
@@ -414,11 +412,7 @@ class SegmentationQAMRMLLogic:
         progress = progress or no_progress
         options = options or SegExportOptions()
         start = time.perf_counter()
-        outputDir = Path(outputDir)
-        outputDir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".segqa-", dir=outputDir))
-        moved: list[Path] = []
-        try:
+        with OutputTransaction(outputDir) as outputs:
             t = time.perf_counter()
             series = self.referenceSeriesForVolume(referenceVolumeNode, referenceDicomFolder)
             referenceTime = time.perf_counter() - t
@@ -442,10 +436,9 @@ class SegmentationQAMRMLLogic:
                 else:
                     volume = self.arrayFromVolumeNode(referenceVolumeNode)
                     geometry = self.geometryFromVolumeNode(referenceVolumeNode)
-                seriesFolder = free_name(outputDir, "reference")
-                series = write_reference_series(volume, geometry, staging / seriesFolder, referenceModality,
+                series = write_reference_series(volume, geometry, outputs.path("reference"), referenceModality,
                                                 patientInfo, lambda f, m: progress(0.05 + 0.25 * f, m))
-                referencePaths = [str(outputDir / seriesFolder / p.name) for p in series.paths]
+                referencePaths = [p.name for p in series.paths]
             if options.expected_frame_of_reference_uid is None:
                 options.expected_frame_of_reference_uid = segmentationNode.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
             expected, actual = options.expected_frame_of_reference_uid, series.frame_of_reference_uid
@@ -460,26 +453,18 @@ class SegmentationQAMRMLLogic:
             layered = self.layeredSegmentationFromNode(segmentationNode, series.geometry, warnings, copy=False)
             readTime = time.perf_counter() - t
             name = fileName or f"{safe_file_name(segmentationNode.GetName())}.seg.dcm"
-            name = free_name(outputDir, name)
-            result = write_seg(layered, series, staging / name, options, lambda f, m: progress(0.35 + 0.6 * f, m))
-            for item in sorted(staging.iterdir()):
-                destination = outputDir / item.name
-                item.replace(destination)
-                moved.append(destination)
-            result.seg_path = str(outputDir / name)
-            result.reference_paths = referencePaths
+            result = write_seg(layered, series, outputs.path(name), options,
+                               lambda f, m: progress(0.35 + 0.6 * f, m))
+            published = outputs.publish()
+            result.seg_path = str(published[name])
+            if referencePaths:
+                result.reference_paths = [str(published["reference"] / n) for n in referencePaths]
             result.warnings = warnings + result.warnings
             result.timings["read_segmentation_node"] = readTime
             result.timings["read_reference_headers"] = referenceTime
             result.timings["total"] = time.perf_counter() - start
             progress(1.0, "done")
             return result
-        except BaseException:
-            for path in moved:
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-            raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     # ---------------------------------------------------------------- multi-model review
     def compareSegmentations(self, segmentationNodes, referenceVolumeNode=None, referenceDicomFolder=None,

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from DicomFidelityCommonLib.dicom import series as dicom_series
 from DicomFidelityCommonLib.errors import ReferenceNotDicomError
 from DicomFidelityCommonLib.mrml import FRAME_OF_REFERENCE_ATTRIBUTE, INSTANCE_UIDS_ATTRIBUTE
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
-from DicomFidelityCommonLib.safe_write import free_name, safe_file_name
+from DicomFidelityCommonLib.safe_write import OutputTransaction, safe_file_name
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from SegmentationQALib.rtstruct import (
     ReferenceImages,
@@ -118,32 +117,26 @@ class RtStructLogic:
                                            lambda f, m: progress(0.5 * f, m))
         fidelity.warnings = warnings + fidelity.warnings
         gate(fidelity, failOn)
-        referenceFolder = None
-        try:
+        series = None
+        with OutputTransaction(outputDir) as outputs:
             if reference is None:
-                referenceFolder = (outputDir / free_name(outputDir, "reference") if outputDir.exists()
-                                   else outputDir / "reference")
-                series = write_reference_series(image, geometry, referenceFolder, referenceModality, patientInfo,
-                                                lambda f, m: progress(0.5 + 0.2 * f, m))
-                referenceVolumeNode.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(series.sop_instance_uids))
+                series = write_reference_series(image, geometry, outputs.path("reference"), referenceModality,
+                                                patientInfo, lambda f, m: progress(0.5 + 0.2 * f, m))
                 reference = ReferenceImages.from_series(series)
                 if not reference.geometry.is_close(fidelity.reference_geometry, atol_mm=1e-4):
                     # The writer may store the slices in the other order; contour again on the written planes.
                     fidelity = check_rtstruct_fidelity(layered, reference.geometry, thresholds)
-            outputDir.mkdir(parents=True, exist_ok=True)
             name = fileName or f"{safe_file_name(segmentationNode.GetName())}.rtstruct.dcm"
-            name = free_name(outputDir, name)
-            result = write_rtstruct(layered, reference, outputDir / name, options, fidelity.contours,
+            result = write_rtstruct(layered, reference, outputs.path(name), options, fidelity.contours,
                                     lambda f, m: progress(0.7 + 0.3 * f, m))
-        except BaseException:
-            if referenceFolder is not None and referenceFolder.exists():
-                shutil.rmtree(referenceFolder, ignore_errors=True)
-            raise
+            published = outputs.publish()
+        result.path = str(published[name])
+        if series is not None:
+            result.reference_paths = [str(published["reference"] / p.name) for p in series.paths]
+            referenceVolumeNode.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(series.sop_instance_uids))
         result.warnings = fidelity.warnings + result.warnings
         result.timings["fidelity_check"] = fidelity.timings.get("total", 0.0)
         result.timings["in_process_total"] = time.perf_counter() - start
-        if referenceFolder is not None:
-            result.reference_paths = [str(referenceFolder / p.name) for p in series.paths]
         progress(1.0, "done")
         return result, fidelity
 
