@@ -53,7 +53,6 @@ SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
 LABEL_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     for suffix in (*SEGMENTATION_SUFFIXES, ".nii.gz"):
