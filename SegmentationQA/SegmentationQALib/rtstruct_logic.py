@@ -17,25 +17,23 @@ from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.safe_write import OutputTransaction, safe_file_name
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from SegmentationQALib.rtstruct import (
+    FidelityResult,
+    FidelityThresholds,
     ReferenceImages,
     RtStructCheckResult,
     RtStructExportOptions,
     RtStructExportResult,
     RtStructLoadResult,
+    Verdict,
     check_rtstruct,
+    check_rtstruct_fidelity,
+    gate,
     load_reference,
     read_rtstruct,
     read_rtstruct_dataset,
+    write_fidelity_report,
     write_rtstruct,
 )
-from SegmentationQALib.rtstruct.fidelity import (
-    FidelityResult,
-    FidelityThresholds,
-    Verdict,
-    check_rtstruct_fidelity,
-    gate,
-)
-from SegmentationQALib.rtstruct.report import write_fidelity_report
 
 
 class RtStructLogic:
