@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from CohortsLib import cli as cohort_cli
 from CohortsLib.tasks import doses_to_sum
-
 from data_builders.cohort import build_cohort
 from DoseAlignmentLib import cli as dose_cli
 
