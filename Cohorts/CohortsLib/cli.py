@@ -4,6 +4,7 @@
     dicomfidelity pairs --db cohort.sqlite [--json pairs.json]
     dicomfidelity run ml-dataset --db cohort.sqlite --output-dir OUT [--workers N | --scheduler tcp://HOST:PORT]
                       [--retry-failed] [--format nifti|nrrd|npz]
+    dicomfidelity run compare-seg --db cohort.sqlite --output-dir OUT [--consensus majority|staple]
 
 The contract (exit codes, the one `error:` line, --json keys) is DicomFidelityCommonLib.cli's. A run that finished
 with failed cases exits 0: every failure is in OUT/manifest.csv with its reason.
@@ -20,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: the libraries sit beside this 
     sys.path[:0] = [str(p) for p in (_root, *(_root.parent / n for n in ("DicomFidelityCommon", "SegmentationQA",
                                                                          "DoseAlignment"))) if p.is_dir()]
 
+from CohortsLib.review import write_cohort_review  # noqa: E402
 from CohortsLib.tasks import TASKS, ArrayFormat  # noqa: E402
 from DicomFidelityCommonLib import cli as contract  # noqa: E402
 from DicomFidelityCommonLib.cohort import index_tree, pair_cases  # noqa: E402
@@ -50,17 +52,22 @@ def commandRun(args) -> contract.CommandResult:
     cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
                   rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
              for case in pair_cases(args.db).to_json()["cases"]]  # plain data: what workers are sent
-    options = {"format": args.format}
+    options = {"format": args.format} if args.task == "ml-dataset" else {"consensus": args.consensus}
     result = run_cohort(cases, TASKS[args.task], args.output_dir, args.db, options, workers=args.workers,
                         scheduler=args.scheduler, retry_failed=args.retry_failed,
                         progress=contract.ProgressBar(not args.quiet))
     details = result.to_json()
     counts = result.counts
     output_dir = Path(args.output_dir)
+    outputs = {"manifest": str(output_dir / "manifest.csv"), "summary": str(output_dir / "summary.json"),
+               "overview": str(output_dir / "index.html")}
+    if args.task == "compare-seg":
+        review = write_cohort_review(output_dir, [r.case_id for r in result.records if r.status.value == "ok"])
+        outputs.update({f"cohort_{k}": v for k, v in review.files.items()})
+        details["cohort_review"] = review.to_json()
     return contract.CommandResult(
         f"{args.task}: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + f"; manifest in {output_dir}",
-        {"manifest": str(output_dir / "manifest.csv"), "summary": str(output_dir / "summary.json"),
-         "overview": str(output_dir / "index.html")},
+        outputs,
         [f"case {r.case_id}: {r.error}" for r in result.failed], {}, details)
 
 
@@ -83,7 +90,9 @@ def buildParser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
     run.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="run on this Dask cluster")
     run.add_argument("--retry-failed", action="store_true", help="run failed cases again")
-    run.add_argument("--format", choices=[f.value for f in ArrayFormat], default=ArrayFormat.NIFTI.value)
+    run.add_argument("--format", choices=[f.value for f in ArrayFormat], default=ArrayFormat.NIFTI.value,
+                     help="ml-dataset arrays")
+    run.add_argument("--consensus", choices=["majority", "staple"], default="majority", help="compare-seg consensus")
     contract.add_common_arguments(run)
     run.set_defaults(func=commandRun)
     return parser

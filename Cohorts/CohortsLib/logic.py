@@ -10,6 +10,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from CohortsLib.review import write_cohort_review
 from CohortsLib.tasks import TASKS
 from DicomFidelityCommonLib.cohort import index_tree, pair_cases
 from DicomFidelityCommonLib.errors import InvalidInputFileError
@@ -23,9 +24,11 @@ class CohortRun:
     index: object
     pairing: object
     run: object
+    review: object | None = None  # compare-seg: the cohort review
 
     def to_json(self) -> dict:
-        return {"index": self.index.to_json(), "pairing": self.pairing.to_json(), "run": self.run.to_json()}
+        return {"index": self.index.to_json(), "pairing": self.pairing.to_json(), "run": self.run.to_json(),
+                "review": self.review.to_json() if self.review is not None else None}
 
 
 class CohortsLogic:
@@ -49,7 +52,10 @@ class CohortsLogic:
                  for case in pairing.to_json()["cases"]]
         run = run_cohort(cases, TASKS[task], outputDir, db, options or {}, workers=workers, scheduler=scheduler,
                          retry_failed=retryFailed, progress=scaled(progress, 0.2, 1.0))
-        return CohortRun(index, pairing, run)
+        review = None
+        if task == "compare-seg":
+            review = write_cohort_review(outputDir, [r.case_id for r in run.records if r.status.value == "ok"])
+        return CohortRun(index, pairing, run, review)
 
     @staticmethod
     def manifestRows(outputDir) -> list[dict]:

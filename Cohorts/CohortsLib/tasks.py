@@ -114,3 +114,45 @@ def _structure_masks(case: dict, series, geometry, warnings: list[str]) -> dict[
 
 
 TASKS = {"ml-dataset": ml_dataset}
+
+
+def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
+    """The case's SEGs, one per model, compared per structure on its CT grid (SegmentationQALib.compare); the
+    review goes into the case folder (review/metrics.csv, comparison.json, report.html)."""
+    from DicomFidelityCommonLib.dicom.series import read_image_series
+    from SegmentationQALib.compare import ComparisonOptions, ConsensusMethod, compare_segmentations
+    from SegmentationQALib.compare.report import write_comparison_report
+    from SegmentationQALib.seg import load_seg
+
+    segs = case.get("segs") or []
+    if len(segs) < 2:
+        raise DicomFidelityError(f"{len(segs)} SEG(s) reference this CT series; comparing needs two or more",
+                                 case["ct_files"][0] if case.get("ct_files") else None)
+    series = read_image_series(case["ct_files"])
+    models, warnings = [], []
+    for seg in segs:
+        loaded = load_seg(seg["path"])
+        layered = loaded.layered
+        if not layered.geometry.is_close(series.geometry):
+            layered, changed = layered.resampled_to(series.geometry)
+            warnings.append(f"{Path(seg['path']).name}: resampled onto the CT grid ({changed} voxels changed)")
+        name = _model_name(loaded, seg["path"], [m for m, _ in models])
+        models.append((name, layered))
+    result = compare_segmentations(models, ComparisonOptions(consensus=ConsensusMethod(options.get("consensus",
+                                                                                                 "majority"))))
+    report = write_comparison_report(result, Path(case_output_dir) / "review", series.pixel_array())
+    return {"outputs": {"review": str(report.html), "metrics_csv": str(report.csv),
+                        "comparison_json": str(report.json)}, "warnings": warnings}
+
+
+def _model_name(loaded, path: str, taken: list[str]) -> str:
+    """A SEG's model: its segments' algorithm name, else its series description, else its file name; unique."""
+    names = {s.algorithm_name for s in loaded.layered.segments if s.algorithm_name}
+    name = next(iter(names)) if len(names) == 1 else (loaded.series_description or Path(path).stem)
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{name} ({number})", number + 1
+    return candidate
+
+
+TASKS["compare-seg"] = compare_seg

@@ -328,7 +328,7 @@ class _Reader:
             syntax = meta.get("TransferSyntaxUID") if meta is not None else None
             _check_size(size, _expected_pixel_bytes(values["Rows"], values["Columns"], frames,
                                                           values["SamplesPerPixel"], values["BitsAllocated"]),
-                        bool(syntax and syntax.is_compressed))
+                        bool(syntax and (syntax.is_compressed or syntax.is_deflated)))
             series_uid = values["SeriesInstanceUID"]
             if series_uid not in self.series_text:
                 self._remember(series_uid, ds)
