@@ -27,7 +27,7 @@ from SegmentationQALib.cli_compare import add_compare_command  # noqa: E402
 from SegmentationQALib.cli_reference import add_reference_series_arguments, export_outputs, patient_info  # noqa: E402
 from SegmentationQALib.cli_rtstruct import add_rtstruct_commands  # noqa: E402
 from SegmentationQALib.reference_series import ReferenceModality  # noqa: E402
-from SegmentationQALib.seg.options import Compression, SegExportOptions, SegType  # noqa: E402
+from SegmentationQALib.seg.options import Compatibility, Compression, SegExportOptions, SegType  # noqa: E402
 
 # (logic, segmentation nodes that existed before the command): the command's own nodes are released when it
 # ends, as Slicer would take ~0.1 s per segment to tear them down; nodes already in an open Slicer stay.
@@ -71,6 +71,7 @@ def commandExportSeg(args) -> CommandResult:
     options = SegExportOptions(
         seg_type=SegType(args.seg_type),
         compression=Compression(args.compression) if args.compression else None,
+        compatibility=Compatibility(args.compatibility),
         series_description=args.series_description,
         content_creator_name=args.content_creator,
         algorithm_type=args.algorithm_type.upper(),
@@ -122,6 +123,9 @@ def buildParser() -> argparse.ArgumentParser:
     export.add_argument("--seg-type", choices=[t.value for t in SegType], default=SegType.AUTO.value)
     export.add_argument("--compression", choices=[c.value for c in Compression], default=None,
                         help="lossless transfer syntax (default: deflate, which dcmqi, highdicom and DCMTK read)")
+    export.add_argument("--compatibility", choices=[c.value for c in Compatibility], default="default",
+                        help="viewer: LABELMAP + RLE (as OHIF writes); legacy: BINARY uncompressed, for readers "
+                             "without the LABELMAP SOP class or deflate (applies with --seg-type auto)")
     add_reference_series_arguments(export)
     export.add_argument("--series-description", default="Segmentation")
     export.add_argument("--content-creator", default="DicomFidelity^")

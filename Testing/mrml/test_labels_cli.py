@@ -120,3 +120,24 @@ def test_logic_applies_a_description_to_a_loaded_segmentation(logic, shared_data
     result = logic.exportDicomSeg(node, reference, tmp_path / "out", exportReference=True)
     items = {str(item.SegmentLabel): item for item in _segments(result.seg_path)}
     assert _codes(items["kidney_left"]) == ("64033007", "7771000")
+
+
+@pytest.mark.parametrize("compatibility, sop_class, syntax", [
+    ("default", "1.2.840.10008.5.1.4.1.1.66.7", "1.2.840.10008.1.2.1.99"),
+    ("viewer", "1.2.840.10008.5.1.4.1.1.66.7", "1.2.840.10008.1.2.5"),
+    ("legacy", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.1.2.1"),
+])
+def test_compatibility_chooses_sop_class_and_transfer_syntax(shared_data, tmp_path, compatibility, sop_class, syntax):
+    """default: LABELMAP + deflate; viewer: LABELMAP + RLE (OHIF's own); legacy: BINARY uncompressed. Same voxels."""
+    labels = shared_data / TOTALSEG / "example_seg_fast_force_split.nii.gz"
+    result = _export(shared_data, tmp_path, compatibility, labels, "--compatibility", compatibility)
+    written = pydicom.dcmread(result["outputs"]["seg"])
+    assert (written.SOPClassUID, written.file_meta.TransferSyntaxUID) == (sop_class, syntax)
+    back = tmp_path / f"{compatibility}.nii.gz"
+    assert cli.main(["load-seg", result["outputs"]["seg"], "--output", str(back), "--quiet"]) == 0
+    import SimpleITK as sitk
+
+    original, loaded = sitk.ReadImage(str(labels)), sitk.ReadImage(str(back))
+    assert (sitk.GetArrayViewFromImage(original) > 0).sum() == (sitk.GetArrayViewFromImage(loaded) > 0).sum()
+    if compatibility != "default":
+        assert_dciodvfy_clean(result["outputs"]["seg"])

@@ -12,6 +12,7 @@
 """
 
 from SegmentationQALib.seg.options import (
+    Compatibility,
     Compression,
     SegExportOptions,
     SegExportResult,
@@ -25,6 +26,6 @@ from SegmentationQALib.seg.read import LoadedSeg, load_seg, read_seg_file
 from SegmentationQALib.seg.write import choose_writer, write_seg
 
 __all__ = [
-    "Compression", "LoadedSeg", "SegExportOptions", "SegExportResult", "SegLoadResult", "SegReader", "SegType",
-    "SegWriter", "SegmentReport", "choose_writer", "load_seg", "read_seg_file", "write_seg",
+    "Compatibility", "Compression", "LoadedSeg", "SegExportOptions", "SegExportResult", "SegLoadResult", "SegReader",
+    "SegType", "SegWriter", "SegmentReport", "choose_writer", "load_seg", "read_seg_file", "write_seg",
 ]

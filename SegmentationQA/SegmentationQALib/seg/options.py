@@ -63,6 +63,26 @@ class Compression(enum.Enum):
         return True
 
 
+class Compatibility(enum.Enum):
+    """Which readers a SEG must reach, when the default (smallest, read by highdicom, pydicom, dcmqi, DCMTK) is not
+    enough. Chooses the SEG type and transfer syntax that ``auto`` and the default compression leave open."""
+
+    DEFAULT = "default"  # LABELMAP (BINARY with overlaps) + deflate
+    VIEWER = "viewer"  # LABELMAP + RLE, what OHIF writes itself; overlapping segments: BINARY uncompressed
+    LEGACY = "legacy"  # BINARY uncompressed: readers without the LABELMAP SOP class or deflate (GDCM/ITK,
+    # pydicom-seg, dcmjs' legacy adapter, DCMTK 3.6.7 storescu, Slicer <= 5.10)
+
+    def choose(self, seg_type: SegType, overlapping: bool) -> tuple[SegType, Compression | None]:
+        """(SEG type, compression) for a request of ``seg_type``; None: the measured default."""
+        if self == Compatibility.LEGACY:
+            return SegType.BINARY, Compression.NONE
+        if self == Compatibility.VIEWER:
+            if overlapping or seg_type == SegType.BINARY:
+                return SegType.BINARY, Compression.NONE
+            return SegType.LABELMAP, Compression.RLE
+        return seg_type, None
+
+
 def default_compression(seg_type: SegType) -> Compression:
     """Chosen by measurement (README, "Compression"): see DEFAULT_COMPRESSION_BY_TYPE."""
     return DEFAULT_COMPRESSION_BY_TYPE[seg_type]
@@ -95,6 +115,7 @@ def default_deflate_level(seg_type: SegType, frame_bytes: int) -> int:
 class SegExportOptions:
     seg_type: SegType = SegType.AUTO
     compression: Compression | None = None  # None: the measured default for the SEG type
+    compatibility: Compatibility = Compatibility.DEFAULT  # applies where seg_type is AUTO and compression None
     series_description: str = "Segmentation"
     series_number: int = 300
     instance_number: int = 1

@@ -150,8 +150,11 @@ def write_seg(
     layered = layered.subset(kept)
     counts = [counts[i] for i in kept]
     overlapping = layered.has_overlap()
-    seg_type = resolve_seg_type(options.seg_type, overlapping, str(output_path))
-    compression = options.compression or default_compression(seg_type)
+    requested, chosen_compression = options.seg_type, None
+    if options.seg_type == SegType.AUTO:  # the readers the user must reach choose what auto leaves open
+        requested, chosen_compression = options.compatibility.choose(SegType.AUTO, overlapping)
+    seg_type = resolve_seg_type(requested, overlapping, str(output_path))
+    compression = options.compression or chosen_compression or default_compression(seg_type)
     if not compression.supports(seg_type):
         raise DicomFidelityError(f"compression {compression.value!r} is not available for {seg_type.value.upper()} "
                                  "SEG (1-bit frames); use 'deflate', 'none' or 'jpeg2000'", output_path)
