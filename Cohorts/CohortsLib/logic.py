@@ -71,10 +71,10 @@ class CohortsLogic:
         from DicomFidelityCommonLib.mrml import loadVolumeFile
 
         nodes = []
-        for key in ("output_ct_path", "output_dose_path"):
+        for key in ("ct_path", "dose_path"):
             if row.get(key):
                 nodes.append(loadVolumeFile(self.scene, Path(outputDir) / row[key]))
-        masks = row.get("output_masks_dir")
+        masks = row.get("masks_dir")
         if masks:
             for path in sorted((Path(outputDir) / masks).iterdir()):
                 nodes.append(loadVolumeFile(self.scene, path, "vtkMRMLLabelMapVolumeNode"))

@@ -31,8 +31,10 @@ def cohort_run(tmp_path_factory, shared_data):
     with open(out / "manifest.csv", newline="") as handle:
         manifest = {row["case"]: row for row in csv.DictReader(handle)}
     for row in manifest.values():  # the task's outputs, relative to the output folder
+        assert {"case", "patient_id", "ct_series_uid", "rtdose_sop_uids", "rtstruct_sop_uid", "status", "error",
+                "warnings", "seconds", "ct_path"} <= set(row)  # the columns the issue names
         for key in ("dose_path", "ct_path", "masks_dir"):
-            value = row.get(key) or row.get(f"output_{key}")
+            value = row.get(key)
             row[key] = str(out / value) if value else ""
     return cohort, root, manifest, json.loads((root / "pairs.json").read_text())
 
