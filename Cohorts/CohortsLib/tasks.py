@@ -121,7 +121,7 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
     review goes into the case folder (review/metrics.csv, comparison.json, report.html)."""
     from DicomFidelityCommonLib.dicom.series import read_image_series
     from SegmentationQALib.compare import ComparisonOptions, ConsensusMethod, compare_segmentations
-    from SegmentationQALib.compare.report import write_comparison_report
+    from SegmentationQALib.compare.report import write_comparison_report, write_consensus_seg
     from SegmentationQALib.seg import load_seg
 
     segs = case.get("segs") or []
@@ -141,8 +141,11 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
     result = compare_segmentations(models, ComparisonOptions(consensus=ConsensusMethod(options.get("consensus",
                                                                                                  "majority"))))
     report = write_comparison_report(result, Path(case_output_dir) / "review", series.pixel_array())
-    return {"outputs": {"review": str(report.html), "metrics_csv": str(report.csv),
-                        "comparison_json": str(report.json)}, "warnings": warnings}
+    outputs = {"review": str(report.html), "metrics_csv": str(report.csv), "comparison_json": str(report.json)}
+    if options.get("consensus_seg", True) and result.consensus is not None and result.consensus.segments:
+        written = write_consensus_seg(result, series, Path(case_output_dir) / "consensus.seg.dcm")
+        outputs["consensus_seg"] = written.seg_path
+    return {"outputs": outputs, "warnings": warnings}
 
 
 def _model_name(loaded, path: str, taken: list[str]) -> str:

@@ -44,13 +44,15 @@ def commandCompare(args) -> CommandResult:
     volumeNode, folder = args.load_reference(logic, args.reference)
     options = ComparisonOptions(tolerance_mm=args.tolerance_mm, consensus=ConsensusMethod(args.consensus))
     result, report, resampled = logic.compareSegmentations(nodes, volumeNode, folder, names, options,
-                                                           args.output_dir, ProgressBar(not args.quiet))
+                                                           args.output_dir, args.export_consensus,
+                                                           ProgressBar(not args.quiet))
     timings = {"compare": result.seconds, "in_process_total": time.perf_counter() - start}
     outliers = ", ".join(f"{o.model}/{o.structure}" for o in result.outliers[:5])
     return CommandResult(
         f"compared {len(names)} models on {len({r.structure for r in result.rows})} structures; "
         f"{len(result.outliers)} outlier(s){': ' + outliers if outliers else ''}; review in {args.output_dir}",
-        {"metrics_csv": str(report.csv), "report": str(report.html), "json": str(report.json)},
+        {"metrics_csv": str(report.csv), "report": str(report.html), "json": str(report.json),
+         **({"consensus_seg": str(Path(args.output_dir) / "consensus.seg.dcm")} if args.export_consensus else {})},
         warnings + resampled, timings, result.to_json())
 
 
@@ -63,6 +65,8 @@ def add_compare_command(subparsers, makeLogic, loadReference) -> None:
     compare.add_argument("--name", action=_ModelOption, help="model name of the --segmentation before it")
     compare.add_argument("--output-dir", required=True, help="new folder: metrics.csv, comparison.json, report.html")
     compare.add_argument("--consensus", choices=[m.value for m in ConsensusMethod], default="majority")
+    compare.add_argument("--export-consensus", action="store_true",
+                         help="also write the consensus as DICOM SEG (OUT/consensus.seg.dcm; needs a DICOM CT)")
     compare.add_argument("--tolerance-mm", type=float, default=ComparisonOptions().tolerance_mm,
                          help="surface Dice tolerance")
     add_common_arguments(compare)

@@ -468,25 +468,31 @@ class SegmentationQAMRMLLogic:
     # ---------------------------------------------------------------- multi-model review
     def compareSegmentations(self, segmentationNodes, referenceVolumeNode=None, referenceDicomFolder=None,
                              names: list[str] | None = None, options=None, outputDir=None,
-                             progress: ProgressCallback | None = None):
+                             exportConsensus: bool = False, progress: ProgressCallback | None = None):
         """Agreement, per structure, between several models' segmentations of one image (SegmentationQALib.compare).
 
         Every segmentation is put on the reference grid first, as an export would (``warnings`` of the result say
         what changed). With ``outputDir`` (new or empty) the review is written there: metrics.csv, comparison.json,
-        report.html with the heat map and the slices of largest disagreement. Returns (ComparisonResult,
-        ReportFiles or None, warnings).
+        report.html with the heat map and the slices of largest disagreement; ``exportConsensus`` adds the consensus
+        as consensus.seg.dcm (the reference must be DICOM). Returns (ComparisonResult, ReportFiles or None, warnings).
         """
         from SegmentationQALib.compare import compare_segmentations, write_comparison_report
+        from SegmentationQALib.compare.report import write_consensus_seg
 
         progress = progress or no_progress
+        series = None
         if referenceDicomFolder is not None:
             series = dicom_series.read_image_series(referenceDicomFolder)
             geometry, image = series.geometry, series.pixel_array()
         elif referenceVolumeNode is not None:
             geometry = self.geometryFromVolumeNode(referenceVolumeNode)
             image = self.arrayFromVolumeNode(referenceVolumeNode)
+            series = self.referenceSeriesForVolume(referenceVolumeNode) if exportConsensus else None
         else:
             raise ReferenceNotDicomError("no reference: give a reference volume or a DICOM folder")
+        if exportConsensus and series is None:  # before any work or output
+            raise ReferenceNotDicomError("the consensus SEG must reference DICOM images: give the CT as a DICOM "
+                                         "folder (or a volume loaded from DICOM)", outputDir)
         names = list(names or [node.GetName() for node in segmentationNodes])
         if len(set(names)) != len(names):
             raise DicomFidelityError(f"model names must differ: {names}")
@@ -498,6 +504,8 @@ class SegmentationQAMRMLLogic:
         if outputDir is not None:
             progress(0.85, "writing the review")
             report = write_comparison_report(result, outputDir, image)
+            if exportConsensus:
+                write_consensus_seg(result, series, Path(outputDir) / "consensus.seg.dcm")
         progress(1.0, "done")
         return result, report, warnings
 

@@ -62,3 +62,14 @@ def test_compare_three_models_matches_by_code_and_flags_the_shifted_one(shared_d
     assert "liver" in json.dumps(missing)  # the shifted model lacks the liver: reported, not dropped
     assert (out / "report.html").is_file() and (out / "dice_heatmap.png").is_file()
     assert any(o["model"] == "shifted" for o in document["outliers"])
+
+
+def test_consensus_seg_needs_a_dicom_reference_and_nothing_is_written_without(shared_data, tmp_path, capsys):
+    a, _, _, c = _models(shared_data, tmp_path)
+    out = tmp_path / "review"
+    code = cli.main(["compare", "--reference", str(shared_data / TOTALSEG / "example_ct.nii.gz"),
+                     "--segmentation", str(a), "--segmentation", str(c), "--output-dir", str(out),
+                     "--export-consensus", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: ") and "DICOM" in err[-1]
+    assert not out.exists()

@@ -78,6 +78,14 @@ def test_every_case_compared_and_the_cohort_table_written(review):
     assert {row["model"] for row in rows} == {"modelA", "modelB", "modelC"}
     assert (out / "cohort_dice_boxplot.png").stat().st_size > 1000
     assert (out / "cohort_review.html").is_file() and document["outputs"]["cohort_html"]
+    consensus = sorted(out.glob("case0-*/consensus.seg.dcm"))
+    assert consensus, "each case's consensus is written as a DICOM SEG"
+    import pydicom
+
+    seg = pydicom.dcmread(consensus[0])
+    items = [i for i in seg.SegmentSequence if int(i.SegmentNumber) > 0]
+    assert len(items) == 3 and {str(i.SegmentAlgorithmType) for i in items} == {"AUTOMATIC"}
+    assert {str(i.SegmentAlgorithmName) for i in items} == {"consensus of modelA, modelB, modelC"}
 
 
 def test_the_planted_outliers_lead_the_ranked_list(review):

@@ -16,7 +16,7 @@ import numpy as np
 from DicomFidelityCommonLib.errors import DicomFidelityError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from SegmentationQALib.compare.metrics import Box
-from SegmentationQALib.segmentation import LayeredSegmentation, Segment
+from SegmentationQALib.segmentation import LayeredSegmentation, LayerPlacer, Segment
 
 
 class ConsensusMethod(enum.Enum):
@@ -92,28 +92,12 @@ class ConsensusStructure:
 
 def pack_layers(geometry: VolumeGeometry, structures: Sequence[ConsensusStructure]) -> LayeredSegmentation:
     """Put per-structure masks (which may overlap) into as few label layers as keep every layer overlap-free."""
-    layers: list[np.ndarray] = []
-    next_value: list[int] = []
+    placer = LayerPlacer(geometry.shape)
     segments: list[Segment] = []
-    dtype = np.uint8 if len(structures) < 255 else np.uint16
     for structure in structures:
-        target = None
-        for index, layer in enumerate(layers):
-            if next_value[index] <= np.iinfo(dtype).max and not np.any(layer[structure.box][structure.mask]):
-                target = index
-                break
-        if target is None:
-            layers.append(np.zeros(geometry.shape, dtype))
-            next_value.append(1)
-            target = len(layers) - 1
-        value = next_value[target]
-        next_value[target] += 1
-        view = layers[target][structure.box]
-        view[structure.mask] = value
+        layer, value = placer.place(structure.mask, [s.start for s in structure.box])
         template = structure.segment
-        segments.append(Segment(name=template.name, layer=target, label_value=value, color=template.color,
+        segments.append(Segment(name=template.name, layer=layer, label_value=value, color=template.color,
                                 terminology=template.terminology, segment_id=template.segment_id or template.name,
                                 algorithm_type="AUTOMATIC", algorithm_name="consensus"))
-    if not layers:
-        layers.append(np.zeros(geometry.shape, np.uint8))
-    return LayeredSegmentation(geometry, layers, segments)
+    return LayeredSegmentation(geometry, placer.finish(), segments)

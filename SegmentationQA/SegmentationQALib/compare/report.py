@@ -222,3 +222,23 @@ def write_comparison_report(result: ComparisonResult, out_dir: str | Path, image
         (tmp / "report.html").write_text(_html(result, images, heatmap), encoding="utf-8")
     return ReportFiles(out_dir, out_dir / "metrics.csv", out_dir / "comparison.json", out_dir / "report.html",
                        out_dir / heatmap if heatmap else None, {k: out_dir / v for k, v in images.items()})
+
+
+def write_consensus_seg(result: ComparisonResult, reference, path: str | Path, options=None):
+    """The consensus as a DICOM SEG on ``reference`` (an ImageSeries on the comparison grid), every segment an
+    AUTOMATIC one whose algorithm identification names the models it came from. Returns the SegExportResult."""
+    import dataclasses
+
+    from DicomFidelityCommonLib.errors import EmptySegmentationError
+    from SegmentationQALib.seg import SegExportOptions, write_seg
+
+    if result.consensus is None or not result.consensus.segments:
+        raise EmptySegmentationError("no structure has a consensus (too few models have it)", path)
+    name = f"consensus of {', '.join(result.models)}"
+    name = name if len(name) <= 64 else name[:61] + "..."
+    segments = [dataclasses.replace(s, algorithm_type="AUTOMATIC", algorithm_name=name)
+                for s in result.consensus.segments]
+    consensus = dataclasses.replace(result.consensus, segments=segments)
+    options = options or SegExportOptions(series_description="Consensus", algorithm_type="AUTOMATIC",
+                                          algorithm_name=name)
+    return write_seg(consensus, reference, path, options)
