@@ -335,3 +335,9 @@ def test_cohort_shell_tasks_are_the_library_tasks():
     names = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                  and getattr(node.targets[0], "id", "") == "TASK_NAMES")
     assert names == tuple(sorted(TASKS))
+
+
+def test_imports_are_absolute_so_these_checks_see_them():
+    relative = [f"{path.relative_to(REPO)}:{node.lineno}" for path in production_files()
+                for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom) and node.level]
+    assert not relative, relative

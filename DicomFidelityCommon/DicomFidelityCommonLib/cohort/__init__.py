@@ -6,8 +6,8 @@ resumable, transactional per case) and ``manifest`` writes what a run leaves: ma
 index.html. The tasks themselves (which use both modules) are CohortsLib's.
 """
 
-from .index import IndexResult, UnreadableKind, index_tree, open_index
-from .pairing import (
+from DicomFidelityCommonLib.cohort.index import IndexResult, UnreadableKind, index_tree, open_index
+from DicomFidelityCommonLib.cohort.pairing import (
     Case,
     DoseGroup,
     DoseObject,

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import DicomFidelityError
+from DicomFidelityCommonLib.errors import DicomFidelityError
 
 STAMP_NAME = ".cohort_job.json"
 STAGING_PREFIX = ".staging."

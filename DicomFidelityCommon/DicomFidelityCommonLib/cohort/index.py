@@ -29,9 +29,9 @@ from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 
-from ..dicom import headers
-from ..errors import DicomFidelityError, InvalidInputFileError
-from ..progress import ProgressCallback, no_progress
+from DicomFidelityCommonLib.dicom import headers
+from DicomFidelityCommonLib.errors import DicomFidelityError, InvalidInputFileError
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 
 SCHEMA_VERSION = "1"
 BATCH_FILES = 500  # files per transaction: an interrupted run loses at most this much work

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..safe_write import atomic_output_file
+from DicomFidelityCommonLib.safe_write import atomic_output_file
 
 BASE_COLUMNS = ("case", "status", "error", "warnings", "seconds")
 LOG_FOLDER = "_logs"  # per-case tracebacks of failed cases: output_dir/_logs/<case>.log

@@ -18,8 +18,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidInputFileError
-from .index import RefKind, parse_numbers
+from DicomFidelityCommonLib.cohort.index import RefKind, parse_numbers
+from DicomFidelityCommonLib.errors import InvalidInputFileError
 
 IMAGE_MODALITIES = ("CT",)
 DOSE, STRUCT, SEG, PLAN = "RTDOSE", "RTSTRUCT", "SEG", "RTPLAN"

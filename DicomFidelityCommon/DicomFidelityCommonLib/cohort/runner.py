@@ -40,10 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DicomFidelityError
-from ..progress import ProgressCallback, no_progress
-from ..safe_write import atomic_output_file
-from .executors import (
+from DicomFidelityCommonLib.cohort.executors import (
     STAGING_PREFIX,
     TRASH_PREFIX,
     LocalProcessExecutor,
@@ -54,7 +51,7 @@ from .executors import (
     stamp_matches,
     wait_for_orphan_workers,
 )
-from .manifest import (
+from DicomFidelityCommonLib.cohort.manifest import (
     LOG_FOLDER,
     RESERVED_NAMES,
     CaseRecord,
@@ -64,6 +61,9 @@ from .manifest import (
     write_json,
     write_manifest,
 )
+from DicomFidelityCommonLib.errors import DicomFidelityError
+from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
+from DicomFidelityCommonLib.safe_write import atomic_output_file
 
 RUNNER_LOCK_NAME = ".cohort_runner.lock"
 
