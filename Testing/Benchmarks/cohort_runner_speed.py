@@ -9,7 +9,7 @@ configuration runs --repeats times, interleaved, and keeps its fastest run; "tas
 got over their wall time (below ~95 % means other load on the machine took cores) and "cores used" the tasks' CPU
 time over the run's wall time: the speed-up cannot exceed the ratio of cores used.
 
-    .venv/bin/python Testing/Benchmarks/cohort_runner_overhead.py [--cases 16] [--task-seconds 0.5] [--dask]
+    .venv/bin/python Testing/Benchmarks/cohort_runner_speed.py [--cases 16] [--task-seconds 0.5] [--dask]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="8 cases of 0.25 s, 1 repeat")
     parser.add_argument("--no-warmup", action="store_true", help="count the one-time fork server start in the runs")
     parser.add_argument("--dask", action="store_true", help="also run on a 2-worker Dask LocalCluster (127.0.0.1)")
-    parser.add_argument("--json", default="cohort_runner_overhead.json")
+    parser.add_argument("--json", default="cohort_runner_speed.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.cases, args.task_seconds, args.repeats = 8, 0.25, 1
