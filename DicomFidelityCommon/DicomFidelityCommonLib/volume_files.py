@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
-from DicomFidelityCommonLib.errors import InvalidInputFileError
+import numpy as np
+
+from DicomFidelityCommonLib.errors import InvalidInputFileError, WrongModalityError
 
 
 def check_image_header(path: str | Path) -> None:
@@ -19,3 +23,32 @@ def check_image_header(path: str | Path) -> None:
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise InvalidInputFileError(f"corrupt or unsupported image file ({detail[:200]})", path) from exc
+
+
+def check_nifti_voxels(path: str | Path) -> None:
+    """ITK's NIfTI reader silently turns NaN/Inf voxels into 0 and zero pixdim (with no qform/sform) into 1 mm:
+    check those in the file itself. Only float voxels are scanned (in pieces); other problems SimpleITK reports."""
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as handle:
+            header = handle.read(348)
+            endian = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+            datatype = struct.unpack(endian + "h", header[70:72])[0]
+            pixdim = struct.unpack(endian + "8f", header[76:108])
+            qform, sform = struct.unpack(endian + "2h", header[252:256])
+            if qform == 0 and sform == 0 and not (np.all(np.isfinite(pixdim[1:4])) and min(pixdim[1:4]) > 0):
+                raise InvalidInputFileError(f"voxel size (pixdim) {list(pixdim[1:4])} is not positive and no "
+                                            "qform/sform gives one", path, "pixdim")
+            dtype = {16: np.dtype(endian + "f4"), 64: np.dtype(endian + "f8")}.get(datatype)
+            if dtype is None:
+                return
+            handle.seek(int(struct.unpack(endian + "f", header[108:112])[0]))
+            while chunk := handle.read(1 << 24):
+                values = np.frombuffer(chunk[: len(chunk) // dtype.itemsize * dtype.itemsize], dtype)
+                if not np.all(np.isfinite(values)):
+                    raise WrongModalityError("voxel values include NaN or Inf: not a label volume", path)
+    except (OSError, EOFError, struct.error):
+        return  # unreadable: SimpleITK says why

@@ -99,6 +99,8 @@ def read_registration(path: str | Path) -> np.ndarray:
         matrix = np.loadtxt(path, dtype=float, ndmin=2)
     except (OSError, ValueError) as exc:
         raise InvalidInputFileError(f"cannot read a 4x4 matrix ({exc})", path) from exc
+    if matrix.shape == (4, 4) and not np.all(np.isfinite(matrix)):
+        raise InvalidInputFileError("the 4x4 matrix holds non-finite values (nan or inf)", path)
     if matrix.shape != (4, 4) or not np.allclose(matrix[3], [0, 0, 0, 1]) or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
         raise InvalidInputFileError(f"expected an invertible affine 4x4 matrix with last row 0 0 0 1, "
                                     f"got shape {matrix.shape}", path)

@@ -76,6 +76,8 @@ def read_labelmap(path: str | Path, geometry: VolumeGeometry) -> tuple[np.ndarra
         n += 1
     warnings = []
     labels, source = sitk.GetArrayFromImage(image), VolumeGeometry.from_sitk(image)
+    if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):  # NaN, Inf or fractions: not labels
+        raise InvalidInputFileError("voxel values are not integer labels (NaN, Inf or fractions)", path)
     if not source.is_close(geometry, 1e-2):
         warnings.append(f"{path.name}: labelmap grid differs from the dose grid; resampled (nearest neighbour)")
         labels = resample_labels(labels, source, geometry)

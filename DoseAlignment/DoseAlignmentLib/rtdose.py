@@ -219,6 +219,9 @@ def read_rtdose(path: str | Path) -> DoseGrid:
         raise GeometryError("ImageOrientationPatient must have 6 values", path, "ImageOrientationPatient")
     _check_orientation(orientation, path)
     position = np.asarray(header.ImagePositionPatient, dtype=float)
+    if position.shape != (3,) or not np.all(np.isfinite(position)):
+        raise GeometryError(f"ImagePositionPatient {list(header.ImagePositionPatient)} is not 3 finite numbers", path,
+                            "ImagePositionPatient")
     spacing = tuple(float(v) for v in header.PixelSpacing)
     if len(spacing) != 2 or min(spacing) <= 0:
         raise GeometryError(f"PixelSpacing {list(header.PixelSpacing)} is not two positive values", path,

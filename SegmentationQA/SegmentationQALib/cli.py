@@ -23,6 +23,7 @@ from DicomFidelityCommonLib.cli import (  # noqa: E402
     run_command,
 )
 from DicomFidelityCommonLib.dicom.series import is_dicom_file  # noqa: E402
+from DicomFidelityCommonLib.errors import EmptySegmentationError  # noqa: E402
 from SegmentationQALib.cli_compare import add_compare_command  # noqa: E402
 from SegmentationQALib.cli_reference import add_reference_series_arguments, export_outputs, patient_info  # noqa: E402
 from SegmentationQALib.cli_rtstruct import add_rtstruct_commands  # noqa: E402
@@ -77,10 +78,14 @@ def commandExportSeg(args) -> CommandResult:
         algorithm_type=args.algorithm_type.upper(),
     )
     loadTime = time.perf_counter() - start
-    result = logic.exportDicomSeg(
-        segmentationNode, referenceVolumeNode, args.output_dir, options, exportReference=args.export_reference,
-        referenceDicomFolder=referenceFolder, referenceModality=ReferenceModality(args.reference_modality),
-        patientInfo=patient_info(args), progress=ProgressBar(not args.quiet))
+    try:
+        result = logic.exportDicomSeg(
+            segmentationNode, referenceVolumeNode, args.output_dir, options, exportReference=args.export_reference,
+            referenceDicomFolder=referenceFolder, referenceModality=ReferenceModality(args.reference_modality),
+            patientInfo=patient_info(args), progress=ProgressBar(not args.quiet))
+    except EmptySegmentationError:  # the input's fault: name it, not the export's staging file
+        raise EmptySegmentationError("nothing to export: every segment is empty on the reference grid",
+                                     args.segmentation) from None
     result.warnings = labelWarnings + result.warnings
     result.timings["load_inputs"] = loadTime
     result.timings["in_process_total"] = time.perf_counter() - start

@@ -30,7 +30,6 @@ from DicomFidelityCommonLib.mrml import (
     FRAME_OF_REFERENCE_ATTRIBUTE,
     INSTANCE_UIDS_ATTRIBUTE,
     arrayFromVolumeNode,
-    check_image_header,
     fillVolumeNode,
     geometryFromVolumeNode,
     imageArray,
@@ -42,6 +41,7 @@ from DicomFidelityCommonLib.mrml import (
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
 from DicomFidelityCommonLib.safe_write import OutputTransaction, atomic_output_file, safe_file_name
+from DicomFidelityCommonLib.volume_files import check_image_header, check_nifti_voxels
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from SegmentationQALib.seg.options import SegExportOptions, SegExportResult, SegLoadResult
 from SegmentationQALib.seg.read import load_seg
@@ -112,6 +112,9 @@ class SegmentationQAMRMLLogic:
         name = name or path.name.split(".")[0]
         if suffix in SEGMENTATION_SUFFIXES:
             check_image_header(path)  # teem aborts the process on a corrupt header; SimpleITK raises instead
+            from SegmentationQALib.seg_nrrd import check_seg_nrrd
+
+            check_seg_nrrd(path)  # ... and on lying sizes, a corrupt gzip stream, zero spacing, extents off the grid
             node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
             storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
             storage.SetFileName(str(path))
@@ -128,6 +131,7 @@ class SegmentationQAMRMLLogic:
         if suffix in LABEL_VOLUME_SUFFIXES:
             import SimpleITK as sitk
 
+            check_nifti_voxels(path)
             try:
                 image = sitk.ReadImage(str(path))
             except RuntimeError as exc:
@@ -143,6 +147,8 @@ class SegmentationQAMRMLLogic:
                 values = values.astype(np.int32)
             if values.min() < 0:
                 raise WrongModalityError("negative label values: not a label volume", path)
+            if values.max() > np.iinfo(np.uint16).max:  # would wrap around in the uint16 layer
+                raise WrongModalityError(f"label value {values.max()} above 65535, the most a segmentation holds", path)
             values = values.astype(np.uint8 if values.max() < 256 else np.uint16)
             layered = LayeredSegmentation.from_label_volume(VolumeGeometry.from_sitk(image), values)
             if labels is not None:

@@ -255,6 +255,7 @@ def test_series_reads_whole_headers_only_when_asked(tmp_path):
     for k in range(4):
         ds = _slice()
         ds.SeriesInstanceUID = "1.2.3.4"
+        ds.FrameOfReferenceUID = "1.2.3.5"  # one series, one frame of reference (read_image_series checks it)
         ds.ImagePositionPatient = [0, 0, k * 2.5]
         _write(tmp_path, f"{k}.dcm", ds, ExplicitVRLittleEndian)
     series = dicom_series.read_image_series(tmp_path)

@@ -13,12 +13,19 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from DicomFidelityCommonLib.dicom import headers as dicom_headers
-from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, MissingTagError, WrongModalityError
+from DicomFidelityCommonLib.errors import (
+    FrameOfReferenceMismatchError,
+    GeometryError,
+    InvalidInputFileError,
+    MissingTagError,
+    WrongModalityError,
+)
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
 
 # Objects that sit in image folders but are not slices of the image series.
 NON_IMAGE_MODALITIES = {"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "SR", "KO", "PR", "REG"}
 POSITION_TOLERANCE_MM = 1e-2
+ORTHONORMAL_TOLERANCE = 1e-3  # direction cosines are often written with 5-6 decimals; a real error is far larger
 
 
 def list_dicom_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -48,6 +55,26 @@ def read_header(path: str | Path) -> Dataset:
         return dicom_headers.read_header(path)
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
         raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
+
+
+def check_orientation(orientation, path: str | Path | None, tag: str = "ImageOrientationPatient") -> np.ndarray:
+    """Row and column cosines as finite unit vectors at right angles: anything else describes no voxel grid."""
+    values = np.asarray([float(v) for v in orientation], dtype=float)
+    if values.shape != (6,) or not np.all(np.isfinite(values)):
+        raise GeometryError(f"{tag} {list(orientation)} is not 6 finite numbers", path, tag)
+    row, column = values[:3], values[3:]
+    if (abs(np.linalg.norm(row) - 1) > ORTHONORMAL_TOLERANCE or abs(np.linalg.norm(column) - 1) > ORTHONORMAL_TOLERANCE
+            or abs(float(row @ column)) > ORTHONORMAL_TOLERANCE):
+        raise GeometryError(f"{tag} {values.tolist()} is not two orthogonal unit vectors", path, tag)
+    return values
+
+
+def check_pixel_spacing(spacing, path: str | Path | None, tag: str = "PixelSpacing") -> np.ndarray:
+    """Two finite positive spacings: zero or negative ones make a singular or mirrored grid."""
+    values = np.asarray([float(v) for v in spacing], dtype=float)
+    if values.shape != (2,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise GeometryError(f"{tag} {list(spacing)} is not two positive numbers", path, tag)
+    return values
 
 
 def require(ds: Dataset, keyword: str, path: str | Path | None = None):
@@ -208,10 +235,17 @@ def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset)
     orientations, positions = keys.array("ImageOrientationPatient", 6), keys.positions
     for keyword, values, count in (("ImageOrientationPatient", orientations, 6),
                                    ("ImagePositionPatient", positions, 3)):
-        bad = np.isnan(values).any(axis=1)
+        bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
-            raise GeometryError(f"{keyword} does not have {count} numbers", paths[int(np.argmax(bad))], keyword)
-    orientation = orientations[0]
+            raise GeometryError(f"{keyword} does not have {count} finite numbers", paths[int(np.argmax(bad))], keyword)
+    orientation = check_orientation(orientations[0], paths[0])
+    frames = keys.column("FrameOfReferenceUID")
+    known = [uid for uid in frames if uid]
+    usual = max(set(known), key=known.count) if known else None  # blame the slices that differ from most
+    other = next((k for k, uid in enumerate(frames) if uid and uid != usual), None)
+    if other is not None:
+        raise FrameOfReferenceMismatchError(f"one series in two frames of reference ({usual} and {frames[other]})",
+                                            paths[other], "FrameOfReferenceUID")
     differs = ~np.all(np.isclose(orientations, orientation, rtol=1e-5, atol=1e-4), axis=1)
     if differs.any():
         raise GeometryError("ImageOrientationPatient differs from the first slice", paths[int(np.argmax(differs))],
@@ -221,6 +255,9 @@ def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset)
         raise GeometryError("Rows/Columns differ from the first slice",
                             paths[int(np.argmax(np.any(sizes != sizes[0], axis=1)))])
     rows, columns = (int(v) for v in sizes[0])
+    if rows < 1 or columns < 1:
+        raise GeometryError(f"Rows x Columns {rows}x{columns} is not an image size", paths[0], "Rows")
+    _check_pixel_bytes(paths, first, rows, columns)
     if len(positions) > 1:
         steps = np.diff(positions, axis=0)
         lengths = np.linalg.norm(steps, axis=1)
@@ -250,8 +287,22 @@ def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset)
     spacing = keys.column("PixelSpacing")[0]
     if len(spacing) != 2:
         raise GeometryError(f"PixelSpacing has {len(spacing)} values, not 2", paths[0], "PixelSpacing")
+    check_pixel_spacing(spacing, paths[0])
     affine = affine_from_dicom(positions[0], orientation, list(spacing), step)
     return VolumeGeometry((len(positions), rows, columns), affine), warnings
+
+
+def _check_pixel_bytes(paths: Sequence[Path], first: Dataset, rows: int, columns: int) -> None:
+    """Refuse, before anything is allocated, native slices too small for the Rows x Columns their header claims."""
+    syntax = getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed:
+        return
+    needed = rows * columns * int(first.get("BitsAllocated") or 8) * int(first.get("SamplesPerPixel") or 1) // 8
+    for path in paths:
+        size = Path(path).stat().st_size
+        if size < needed:
+            raise InvalidInputFileError(f"Rows x Columns {rows}x{columns} need {needed} bytes of pixel data, the file "
+                                        f"has {size} bytes in all", path, "Rows")
 
 
 def read_image_series(source: str | Path | Iterable[str | Path], series_instance_uid: str | None = None) -> ImageSeries:
@@ -264,6 +315,7 @@ def read_image_series(source: str | Path | Iterable[str | Path], series_instance
     by_series: dict[str, list[tuple[Dataset | None, Path, list]]] = defaultdict(list)
     modality_index, series_index = SLICE_KEYWORDS.index("Modality"), SLICE_KEYWORDS.index("SeriesInstanceUID")
     skipped = 0
+    unpositioned: dict[str, Path] = {}  # image slices without ImagePositionPatient, per series
     for path in files:
         try:
             # the slices' values only; a slice's whole header is read when it is asked for (LazyHeaders)
@@ -274,12 +326,18 @@ def read_image_series(source: str | Path | Iterable[str | Path], series_instance
                 present = {keyword for keyword in SLICE_KEYWORDS if keyword in ds}
             else:
                 ds, (values, present) = None, found
-        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError):
-            if len(files) == 1:
-                raise InvalidInputFileError("not a readable DICOM file", path) from None
+        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, MemoryError):
+            if len(files) == 1 or is_dicom_file(path):  # a DICOM file that cannot be read is corrupt, not foreign
+                raise InvalidInputFileError("not a readable DICOM file (corrupt or truncated)", path) from None
             skipped += 1
             continue
-        if (values[modality_index] or "") in NON_IMAGE_MODALITIES or "ImagePositionPatient" not in present:
+        if (values[modality_index] or "") in NON_IMAGE_MODALITIES:
+            continue
+        if "ImagePositionPatient" not in present:
+            if values[modality_index] and not values[series_index]:  # an image without its series: cut short
+                raise MissingTagError("required attribute is missing (corrupt or truncated header?)", path,
+                                      "SeriesInstanceUID")
+            unpositioned.setdefault(values[series_index] or "", path)
             continue
         by_series[values[series_index] or ""].append((ds, path, values))
     if not by_series:
@@ -297,6 +355,8 @@ def read_image_series(source: str | Path | Iterable[str | Path], series_instance
             warnings.append(f"{len(by_series)} image series found; using {chosen} ({len(by_series[chosen])} slices)")
     if skipped:
         warnings.append(f"{skipped} non-DICOM file(s) ignored")
+    if chosen in unpositioned:  # a slice of this series without a position: the volume would silently lose it
+        raise MissingTagError("required attribute is missing or empty", unpositioned[chosen], "ImagePositionPatient")
     members = by_series[chosen]
     keys = SliceKeys([m[2] for m in members])
     missing = keys.first_missing(("ImagePositionPatient", "ImageOrientationPatient"))

@@ -116,7 +116,7 @@ def check_rtstruct(path: str | Path, reference: rt.ReferenceImages | ImageSeries
                 issues.append(RtStructIssue(kind, severity, message, _roi, _name, _n))
 
             kind = str(contour.get("ContourGeometricType", ""))
-            points = rt.contour_points(contour)
+            points = rt.contour_points(contour, path)
             if kind == "POINT":
                 continue
             if kind in ("OPEN_PLANAR", "OPEN_NONPLANAR"):

@@ -51,13 +51,18 @@ def read_rtstruct_dataset(path: str | Path) -> Dataset:
     return ds
 
 
-def contour_points(contour: Dataset) -> np.ndarray:
+def contour_points(contour: Dataset, path: str | Path | None = None) -> np.ndarray:
+    """(n, 3) LPS points; ContourData that is not finite x, y, z triples is a corrupt file, not a shorter contour."""
     data = contour.get("ContourData")
     if data is None:
         return np.zeros((0, 3))
     values = np.asarray([float(v) for v in (data if isinstance(data, (list, tuple, pydicom.multival.MultiValue))
                                             else [data])])
-    return values[: len(values) // 3 * 3].reshape(-1, 3)
+    if len(values) % 3:
+        raise InvalidInputFileError(f"ContourData has {len(values)} values, not x, y, z triples", path, "ContourData")
+    if not np.all(np.isfinite(values)):
+        raise GeometryError("ContourData holds non-finite coordinates (nan or inf)", path, "ContourData")
+    return values.reshape(-1, 3)
 
 
 def rtstruct_frame_of_reference(ds: Dataset) -> str | None:
@@ -78,7 +83,7 @@ def reference_from_rtstruct(rtstruct: Dataset, images: ImageSeries, path: str | 
     planes: dict[float, str | None] = {}
     for contour_item in rtstruct.get("ROIContourSequence", []):
         for contour in contour_item.get("ContourSequence", []):
-            points = contour_points(contour)
+            points = contour_points(contour, path)
             if not len(points):
                 continue
             distance = float(np.median(points @ normal))
@@ -143,7 +148,7 @@ def load_reference(reference_folder: str | Path, rtstruct: Dataset | None = None
     outside = False
     for c in rtstruct.get("ROIContourSequence", []):
         for s in c.get("ContourSequence", []):
-            points = contour_points(s)
+            points = contour_points(s, getattr(rtstruct, "filename", None))
             if len(points) and not (d.min() - half - 1e-3 <= float(points[0] @ normal) <= d.max() + half + 1e-3):
                 outside = True
                 break

@@ -57,15 +57,15 @@ class RtStructLoadResult:
                 "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
-def roi_contours_on_grid(contour_item: Dataset,
-                         geometry: VolumeGeometry) -> tuple[dict[int, list[np.ndarray]], list[str]]:
+def roi_contours_on_grid(contour_item: Dataset, geometry: VolumeGeometry,
+                         path: str | Path | None = None) -> tuple[dict[int, list[np.ndarray]], list[str]]:
     """Contours of one ROI as (column, row) polygons per plane index, and what did not fit (off plane, outside)."""
     per_plane: dict[int, list[np.ndarray]] = defaultdict(list)
     problems = []
     tolerance = PLANE_TOLERANCE_FRACTION
     for number, contour in enumerate(contour_item.get("ContourSequence", []), start=1):
         kind = str(contour.get("ContourGeometricType", ""))
-        points = contour_points(contour)
+        points = contour_points(contour, path)
         if kind == "POINT" or len(points) < 3:
             continue
         ijk = geometry.lps_to_index(points)
@@ -114,7 +114,7 @@ def read_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | s
             warnings.append(f"ROI {number} ({name!r}) has no contours; loaded as an empty segment")
             block, offset = None, None
         else:
-            per_plane, problems = roi_contours_on_grid(item, geometry)
+            per_plane, problems = roi_contours_on_grid(item, geometry, path)
             warnings.extend(f"ROI {number} ({name!r}): {p}" for p in problems)
             block, offset = _rasterize_roi(per_plane, geometry)
         layer_index, label = placer.place(block, offset)

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 from pydicom.dataset import Dataset
 
+from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
 from SegmentationQALib.seg.describe import segment_from_description
 from SegmentationQALib.seg.stream_read import frames_dtype
@@ -131,6 +132,7 @@ def frame_layout(ds: Dataset):
                 return None
             positions[index] = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
             segment_numbers[index] = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) if binary else 0
+    _check_frames(ds, positions, segment_numbers)
     distances = positions @ normal
     unique = np.unique(np.round(distances, 4))
     if unique.size > 1:
@@ -148,6 +150,23 @@ def frame_layout(ds: Dataset):
     affine = affine_from_dicom(origin, orientation, measures.PixelSpacing, step)
     geometry = VolumeGeometry((int(indices.max()) + 1, int(ds.Rows), int(ds.Columns)), affine)
     return geometry, segment_numbers, indices
+
+
+def _check_frames(ds: Dataset, positions: np.ndarray, segment_numbers: np.ndarray) -> None:
+    """Per-frame values that no reader can place: a frame count the header contradicts, a position that is not a
+    number, a frame of a segment the SegmentSequence does not describe."""
+    path = getattr(ds, "filename", None)
+    frames = int(ds.get("NumberOfFrames", 0))
+    if len(positions) != frames:
+        raise InvalidInputFileError(f"NumberOfFrames is {frames} but {len(positions)} frames are described", path,
+                                    "NumberOfFrames")
+    if not np.all(np.isfinite(positions)):
+        raise GeometryError("a frame's ImagePositionPatient is not 3 finite numbers", path, "ImagePositionPatient")
+    if str(ds.get("SegmentationType", "")) != "LABELMAP":
+        unknown = set(np.unique(segment_numbers).tolist()) - {int(item.SegmentNumber) for item in ds.SegmentSequence}
+        if unknown:
+            raise InvalidInputFileError(f"frames of segment(s) {sorted(unknown)} that SegmentSequence does not "
+                                        "describe", path, "ReferencedSegmentNumber")
 
 
 def unpack_frames(pixel_data: bytes, frame_indices: np.ndarray, rows: int, columns: int) -> np.ndarray:

@@ -10,7 +10,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 
-from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, WrongModalityError
+from DicomFidelityCommonLib.dicom.series import check_orientation, check_pixel_spacing
+from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, MissingTagError, WrongModalityError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
@@ -22,6 +23,7 @@ from SegmentationQALib.segmentation import LayeredSegmentation, LayerPlacer
 
 SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
 FRACTIONAL_THRESHOLD = 0.5
+SEGMENTATION_TYPES = ("BINARY", "LABELMAP", "FRACTIONAL")
 
 
 @dataclass
@@ -65,6 +67,7 @@ def _read_whole(path: str | Path) -> pydicom.Dataset:
     except READ_ERRORS as exc:
         raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
     check_is_seg(ds, path)
+    check_seg_header(ds, path)
     check_pixel_data_length(ds, path)
     return ds
 
@@ -77,6 +80,30 @@ def check_is_seg(ds: pydicom.Dataset, path) -> None:
                                  f"SOPClassUID {ds.get('SOPClassUID', '?')})", path, "SOPClassUID")
 
 
+def check_seg_header(ds: pydicom.Dataset, path) -> None:
+    """Refuse, before any pixel is read or allocated, a header that describes no volume of segments."""
+    kind = str(ds.get("SegmentationType", ""))
+    if kind not in SEGMENTATION_TYPES:
+        raise InvalidInputFileError(f"SegmentationType {kind!r} is not one of {', '.join(SEGMENTATION_TYPES)}", path,
+                                    "SegmentationType")
+    if not ds.get("SegmentSequence"):
+        raise MissingTagError("no segment is described (SegmentSequence missing or empty)", path, "SegmentSequence")
+    for keyword in ("Rows", "Columns", "NumberOfFrames"):
+        value = ds.get(keyword)
+        if value is None or int(value) < 1:
+            raise InvalidInputFileError(f"{keyword} is {value}, not a positive number", path, keyword)
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        raise MissingTagError("required attribute is missing", path, "PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    groups = shared[0] if shared else None
+    measures = groups.get("PixelMeasuresSequence") if groups is not None else None
+    if measures and "PixelSpacing" in measures[0]:
+        check_pixel_spacing(measures[0].PixelSpacing, path)
+    planes = groups.get("PlaneOrientationSequence") if groups is not None else None
+    if planes and "ImageOrientationPatient" in planes[0]:
+        check_orientation(planes[0].ImageOrientationPatient, path)
+
+
 def open_seg_header(path: str | Path) -> SegStream | None:
     """A checked SEG header with its pixel data still unread (seg_stream_read), or None for encapsulated syntaxes."""
     path = Path(path)
@@ -87,6 +114,7 @@ def open_seg_header(path: str | Path) -> SegStream | None:
         return None
     try:
         check_is_seg(stream.ds, path)
+        check_seg_header(stream.ds, path)
     except BaseException:
         stream.close()
         raise

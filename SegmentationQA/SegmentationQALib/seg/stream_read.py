@@ -135,6 +135,9 @@ def open_seg_stream(path: str | Path) -> SegStream | None:
             pixel_vr, pixel_length = _read_pixel_data_header(reader, implicit)
         except READ_ERRORS as exc:
             raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
+        except MemoryError:  # a header element (pixel data excluded) never needs this much: a corrupt length
+            raise InvalidInputFileError("not a readable DICOM file (a header element claims more bytes than memory "
+                                        "holds: corrupt length)", path) from None
         ds = FileDataset(str(path), dataset, preamble, file_meta, implicit, True)
         ds.set_original_encoding(implicit, True, character_set(dataset))
         stream = SegStream(path, raw, reader, ds, pixel_vr, pixel_length)
