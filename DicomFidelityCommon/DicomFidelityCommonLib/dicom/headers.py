@@ -20,6 +20,7 @@ with dcmread and attribute access).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,16 +94,31 @@ def _dataset_start(buffer: _Buffer) -> tuple[dict, int, bool]:
     syntax = meta_elements.get(0x00020010)
     if syntax is None or not syntax.value:
         raise _NotCovered
-    syntax = uids.UID(syntax.value.decode(default_encoding, errors="replace").strip(" \x00"))
-    if (not syntax.is_transfer_syntax or not syntax.is_little_endian or syntax.is_deflated
-            or syntax in uids.PrivateTransferSyntaxes):
+    implicit = _implicit_syntax(bytes(syntax.value))
+    if implicit is None:
         raise _NotCovered
-    implicit = syntax == uids.ImplicitVRLittleEndian
     if buffer.ensure(position + 6):
         raw_vr = buffer.data[position + 4:position + 6]
         if (not (0x40 < raw_vr[0] < 0x5B and 0x40 < raw_vr[1] < 0x5B)) != implicit:
             raise _NotCovered  # pydicom's VR-switch heuristic would apply
     return meta_elements, position, implicit
+
+
+@functools.lru_cache(maxsize=64)
+def _implicit_syntax(raw: bytes) -> bool | None:
+    """Whether a transfer syntax (its raw UID value) is implicit VR; None for one this reader leaves to pydicom.
+    Cached: every slice of a series names the same one, and pydicom's UID properties cost microseconds each."""
+    syntax = uids.UID(raw.decode(default_encoding, errors="replace").strip(" \x00"))
+    if (not syntax.is_transfer_syntax or not syntax.is_little_endian or syntax.is_deflated
+            or syntax in uids.PrivateTransferSyntaxes):
+        return None
+    return syntax == uids.ImplicitVRLittleEndian
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted_tags(keywords: tuple[str, ...]) -> dict[int, int]:
+    """tag -> index of the keywords read_values looks for (the same few tuples, for every slice of a series)."""
+    return {int(_tag(keyword)[0]): index for index, keyword in enumerate(keywords)}
 
 
 def _read(handle) -> FileDataset:
@@ -277,7 +293,7 @@ def read_values(path: str | Path, keywords: Sequence[str]) -> tuple[list, set[st
     file without building a dataset: for the slices of a series, of which only these values are needed. None when
     the file needs the full reader (pydicom's rules: see read_header), and then for any value this cannot parse or
     an undefined length before the last keyword."""
-    entries = {int(_tag(keyword)[0]): index for index, keyword in enumerate(keywords)}
+    entries = _wanted_tags(tuple(keywords))
     with open(path, "rb") as handle:
         try:
             buffer = _Buffer(handle)
