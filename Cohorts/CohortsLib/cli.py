@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: the libraries sit beside this 
     sys.path[:0] = [str(p) for p in (_root, *(_root.parent / n for n in ("DicomFidelityCommon", "SegmentationQA",
                                                                          "DoseAlignment"))) if p.is_dir()]
 
-from CohortsLib.review import write_cohort_review  # noqa: E402
+from CohortsLib.logic import run_task  # noqa: E402
 from CohortsLib.tasks import TASKS, ArrayFormat  # noqa: E402
 from DicomFidelityCommonLib import cli as contract  # noqa: E402
 from DicomFidelityCommonLib.cohort import index_tree, pair_cases  # noqa: E402
@@ -47,28 +47,20 @@ def commandPairs(args) -> contract.CommandResult:
 
 
 def commandRun(args) -> contract.CommandResult:
-    from DicomFidelityCommonLib.cohort.runner import run_cohort
-
-    cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
-                  rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
-             for case in pair_cases(args.db).to_json()["cases"]]  # plain data: what workers are sent
     options = {"format": args.format} if args.task == "ml-dataset" else {"consensus": args.consensus}
-    result = run_cohort(cases, TASKS[args.task], args.output_dir, args.db, options, workers=args.workers,
-                        scheduler=args.scheduler, retry_failed=args.retry_failed,
-                        progress=contract.ProgressBar(not args.quiet))
+    result, review = run_task(args.db, args.task, args.output_dir, options, args.workers, args.scheduler,
+                              args.retry_failed, contract.ProgressBar(not args.quiet))
     details = result.to_json()
-    counts = result.counts
     output_dir = Path(args.output_dir)
     outputs = {"manifest": str(output_dir / "manifest.csv"), "summary": str(output_dir / "summary.json"),
                "overview": str(output_dir / "index.html")}
-    if args.task == "compare-seg":
-        review = write_cohort_review(output_dir, [r.case_id for r in result.records if r.status.value == "ok"])
+    if review is not None:
         outputs.update({f"cohort_{k}": v for k, v in review.files.items()})
         details["cohort_review"] = review.to_json()
     return contract.CommandResult(
-        f"{args.task}: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + f"; manifest in {output_dir}",
-        outputs,
-        [f"case {r.case_id}: {r.error}" for r in result.failed], {}, details)
+        f"{args.task}: " + ", ".join(f"{n} {status}" for status, n in result.counts.items())
+        + f"; manifest in {output_dir}", outputs, [f"case {r.case_id}: {r.error}" for r in result.failed], {},
+        details)
 
 
 def buildParser() -> argparse.ArgumentParser:

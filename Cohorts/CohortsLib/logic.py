@@ -31,6 +31,23 @@ class CohortRun:
                 "review": self.review.to_json() if self.review is not None else None}
 
 
+def run_task(db, task: str, output_dir, options: dict | None = None, workers: int | None = None,
+             scheduler: str | None = None, retry_failed: bool = False, progress: ProgressCallback | None = None):
+    """Run ``task`` on every case the index ``db`` pairs (what `dicomfidelity run` and runCohort do); a compare-seg
+    run also writes the cohort review. Returns (CohortRunResult, CohortReview or None)."""
+    from DicomFidelityCommonLib.cohort.runner import run_cohort
+
+    cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
+                  rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
+             for case in pair_cases(db).to_json()["cases"]]  # plain data: what workers are sent
+    run = run_cohort(cases, TASKS[task], output_dir, db, options or {}, workers=workers, scheduler=scheduler,
+                     retry_failed=retry_failed, progress=progress)
+    review = None
+    if task == "compare-seg":
+        review = write_cohort_review(output_dir, [r.case_id for r in run.records if r.status.value == "ok"])
+    return run, review
+
+
 class CohortsLogic:
     def __init__(self, scene=None):
         self.scene = scene
@@ -38,24 +55,15 @@ class CohortsLogic:
     def runCohort(self, root, outputDir, task: str = "ml-dataset", db=None, workers: int | None = None,
                   scheduler: str | None = None, retryFailed: bool = False, options: dict | None = None,
                   progress: ProgressCallback | None = None) -> CohortRun:
-        """Index ``root`` (incrementally, into ``db`` or OUT/cohort.sqlite), pair, and run ``task`` on every case
-        into ``outputDir`` (resumable: finished cases are skipped). Returns the three results."""
-        from DicomFidelityCommonLib.cohort.runner import run_cohort
-
+        """Index ``root`` (incrementally, into ``db``, by default OUT.sqlite beside ``outputDir``), pair, and run
+        ``task`` on every case into ``outputDir`` (resumable: finished cases are skipped)."""
         progress = progress or no_progress
         outputDir = Path(outputDir)
         db = Path(db) if db is not None else outputDir.parent / f"{outputDir.name}.sqlite"
         index = index_tree(root, db, progress=scaled(progress, 0.0, 0.2))
-        pairing = pair_cases(db)
-        cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
-                      rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
-                 for case in pairing.to_json()["cases"]]
-        run = run_cohort(cases, TASKS[task], outputDir, db, options or {}, workers=workers, scheduler=scheduler,
-                         retry_failed=retryFailed, progress=scaled(progress, 0.2, 1.0))
-        review = None
-        if task == "compare-seg":
-            review = write_cohort_review(outputDir, [r.case_id for r in run.records if r.status.value == "ok"])
-        return CohortRun(index, pairing, run, review)
+        run, review = run_task(db, task, outputDir, options, workers, scheduler, retryFailed,
+                               scaled(progress, 0.2, 1.0))
+        return CohortRun(index, pair_cases(db), run, review)
 
     @staticmethod
     def manifestRows(outputDir) -> list[dict]:
