@@ -158,7 +158,7 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | No
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (DicomFidelityError, OSError, MemoryError, Exception) as exc:  # the one error boundary
+    except Exception as exc:  # the one error boundary: typed errors, OSError, MemoryError and the unexpected
         if debug:
             traceback.print_exc()
         line = _failure_line(exc)
