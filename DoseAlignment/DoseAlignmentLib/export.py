@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from DicomFidelityCommonLib.dicom.sanitize import PATIENT_STUDY_KEYWORDS, copy_valid
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from DicomFidelityCommonLib.safe_write import atomic_output_file
@@ -93,22 +94,15 @@ def write_arrays(path: str | Path, result: AlignmentResult, reference_path: str 
     return outputs
 
 
-def _copy(source: Dataset | None, target: Dataset, keywords) -> None:
-    if source is None:
-        return
-    for keyword in keywords:
-        if keyword in source and source.get(keyword) not in (None, ""):
-            target[keyword] = source[keyword]
-
-
-PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription")
+PATIENT_STUDY = PATIENT_STUDY_KEYWORDS
 
 
 def build_rtdose(dose: np.ndarray, geometry: VolumeGeometry, units: DoseUnits, dose_type: str, summation_type: str,
                  frame_of_reference_uid: str, template: Dataset | None = None, reference_headers: Dataset | None = None,
-                 series_description: str = "Dose on CT grid (DicomFidelity)") -> Dataset:
-    """An RT Dose instance on ``geometry``; patient and study from the CT, plan references from the source dose."""
+                 series_description: str = "Dose on CT grid (DicomFidelity)",
+                 warnings: list[str] | None = None) -> Dataset:
+    """An RT Dose instance on ``geometry``; patient and study from the CT, plan references from the source dose.
+    Source values invalid for their VR are not copied (``warnings`` names them)."""
     direction = geometry.direction
     normal = np.cross(direction[:, 0], direction[:, 1])
     step = geometry.affine_lps[:3, 2]
@@ -141,8 +135,11 @@ def build_rtdose(dose: np.ndarray, geometry: VolumeGeometry, units: DoseUnits, d
     ds.StudyInstanceUID = generate_uid()
     ds.StudyDate = now.strftime("%Y%m%d")
     ds.StudyTime = now.strftime("%H%M%S")
-    _copy(template, ds, PATIENT_STUDY)
-    _copy(reference_headers, ds, PATIENT_STUDY)
+    notes = copy_valid(template, ds, PATIENT_STUDY, "the source RTDOSE")
+    if reference_headers is not None:
+        notes = copy_valid(reference_headers, ds, PATIENT_STUDY, "the reference CT")
+    if warnings is not None:
+        warnings.extend(notes)
     ds.Modality = "RTDOSE"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 901
@@ -202,7 +199,7 @@ def write_rtdose(path: str | Path, result: AlignmentResult) -> Path:
         "PLAN" if first.summation_type in ("BEAM", "BRACHY", "CONTROL_POINT") else first.summation_type)
     headers = reference.series.datasets[0] if reference.series is not None else None
     ds = build_rtdose(result.dose, result.geometry, result.units, first.dose_type, summation, uid, first.dataset,
-                      headers)
+                      headers, warnings=result.warnings)
     path = Path(path)
     with atomic_output_file(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)

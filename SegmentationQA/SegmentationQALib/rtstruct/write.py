@@ -20,6 +20,7 @@ from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from DicomFidelityCommonLib.dicom.pydicom_internals import RawDataElement
+from DicomFidelityCommonLib.dicom.sanitize import PATIENT_STUDY_KEYWORDS, copy_valid
 from DicomFidelityCommonLib.dicom.series import ImageSeries
 from DicomFidelityCommonLib.errors import EmptySegmentationError, FrameOfReferenceMismatchError
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
@@ -30,9 +31,6 @@ from SegmentationQALib.rtstruct.fidelity import SegmentContours, contour_segment
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment
 
 CONTOUR_DATA = Tag(0x3006, 0x0050)
-PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                          "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
-                          "StudyDescription")
 
 
 @dataclass
@@ -115,7 +113,10 @@ def write_rtstruct(layered: LayeredSegmentation, reference: ReferenceImages | Im
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = sop_uid
     for keyword in PATIENT_STUDY_KEYWORDS:
-        setattr(ds, keyword, header.get(keyword, ""))
+        setattr(ds, keyword, "")
+    warnings += copy_valid(header, ds, PATIENT_STUDY_KEYWORDS, "the reference images")
+    if "StudyInstanceUID" not in ds:
+        ds.StudyInstanceUID = ""
     if not ds.StudyInstanceUID:
         ds.StudyInstanceUID = generate_uid()
         warnings.append("the reference has no StudyInstanceUID; the RTSTRUCT starts a new study")

@@ -9,6 +9,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
+from DicomFidelityCommonLib.dicom.sanitize import sanitized
 from DicomFidelityCommonLib.dicom.series import ImageSeries
 from DicomFidelityCommonLib.errors import (
     DicomFidelityError,
@@ -92,6 +93,7 @@ def _build(layered, reference, options, seg_type, descriptions, transfer_syntax,
         pixels, sources = template_pixels(layered, seg_type.value.upper()), reference.datasets[:1]
     else:
         pixels, sources = build_pixel_input(layered, seg_type), list(reference.datasets)
+    sources = [sanitized(source)[0] for source in sources]  # highdicom copies patient and study from them
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,
@@ -169,6 +171,7 @@ def write_seg(
                                      segment_warnings))
         warnings.extend(segment_warnings)
 
+    warnings.extend(sanitized(reference.datasets[0], "the reference series")[1])
     progress(0.2, "encoding frames")
     t = time.perf_counter()
     transfer_syntax = compression.transfer_syntax_uid
