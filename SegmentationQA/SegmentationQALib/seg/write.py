@@ -87,13 +87,15 @@ def build_pixel_input(layered: LayeredSegmentation, seg_type: SegType) -> np.nda
     return stack
 
 
-def _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast) -> hd.seg.Segmentation:
-    """highdicom's Segmentation: of one template plane on the fast path, else of every frame."""
+def _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast,
+           first_source) -> hd.seg.Segmentation:
+    """highdicom's Segmentation: of one template plane on the fast path, else of every frame. ``first_source`` is
+    the first reference header with invalid patient and study values fixed (highdicom copies them from it)."""
     if fast:
-        pixels, sources = template_pixels(layered, seg_type.value.upper()), reference.datasets[:1]
+        pixels, sources = template_pixels(layered, seg_type.value.upper()), [first_source]
     else:
-        pixels, sources = build_pixel_input(layered, seg_type), list(reference.datasets)
-    sources = [sanitized(source)[0] for source in sources]  # highdicom copies patient and study from them
+        pixels = build_pixel_input(layered, seg_type)
+        sources = [first_source] + [sanitized(source)[0] for source in reference.datasets[1:]]
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,
@@ -171,18 +173,19 @@ def write_seg(
                                      segment_warnings))
         warnings.extend(segment_warnings)
 
-    warnings.extend(sanitized(reference.datasets[0], "the reference series")[1])
+    first_source, source_warnings = sanitized(reference.datasets[0], "the reference series")
+    warnings.extend(source_warnings)
     progress(0.2, "encoding frames")
     t = time.perf_counter()
     transfer_syntax = compression.transfer_syntax_uid
     fast = choose_writer(layered, seg_type, transfer_syntax, writer) == SegWriter.STREAMED
-    seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
+    seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast, first_source)
     finished = finish_seg(seg, layered, reference, census, overlapping) if fast else None
     if finished is not None:
         seg, tail, spliced = finished
     elif fast:  # a layout the streamed writer does not build: highdicom builds all of it
         fast = False
-        seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast)
+        seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast, first_source)
     timings["build"] = time.perf_counter() - t
     progress(0.5 if fast else 0.8, "writing file")
     t = time.perf_counter()
