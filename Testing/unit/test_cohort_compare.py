@@ -14,6 +14,7 @@ from DicomFidelityCommonLib.geometry import VolumeGeometry
 from SegmentationQALib.reference_series import PatientStudyInfo, write_reference_series
 from SegmentationQALib.seg import SegExportOptions, write_seg
 from SegmentationQALib.segmentation import CodedTerm, LayeredSegmentation, Segment, SegmentTerminology
+from validators import assert_dciodvfy_clean
 
 ORGAN = CodedTerm("123037004", "SCT", "Anatomical Structure")
 LIVER = SegmentTerminology(ORGAN, CodedTerm("10200004", "SCT", "Liver"))
@@ -86,6 +87,7 @@ def test_every_case_compared_and_the_cohort_table_written(review):
     items = [i for i in seg.SegmentSequence if int(i.SegmentNumber) > 0]
     assert len(items) == 3 and {str(i.SegmentAlgorithmType) for i in items} == {"AUTOMATIC"}
     assert {str(i.SegmentAlgorithmName) for i in items} == {"consensus of modelA, modelB, modelC"}
+    assert_dciodvfy_clean(consensus[0])
 
 
 def test_the_planted_outliers_lead_the_ranked_list(review):
