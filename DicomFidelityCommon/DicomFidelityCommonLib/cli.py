@@ -134,6 +134,20 @@ def _failure_line(exc: BaseException) -> str:
            "rerun with --debug for the traceback"
 
 
+PRIMARY_INPUT_OPTIONS = ("seg", "segmentation", "rtstruct", "dose", "files", "input", "root", "reference", "db")
+
+
+def primary_input(args: argparse.Namespace) -> str | None:
+    """The input a command is mainly about, named in an error that carries no file of its own (memory, internal)."""
+    for name in PRIMARY_INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, (list, tuple)) and value:
+            value = value[0]
+        if isinstance(value, (str, Path)) and str(value):
+            return str(value)
+    return None
+
+
 def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None = None,
                 release: Callable[[], None] | None = None) -> int:
     """Parse ``argv`` and run the chosen command (``args.func(args) -> CommandResult``) under the contract.
@@ -162,11 +176,15 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | No
         if debug:
             traceback.print_exc()
         line = _failure_line(exc)
+        named = isinstance(exc, DicomFidelityError) or (isinstance(exc, OSError) and exc.filename is not None)
+        where = None if named else primary_input(args)
+        if where:
+            line = f"{where}: {line}"
         print(f"error: {line}", file=sys.stderr)
         try:
             write_json(json_path, {"command": command, "ok": False, "outputs": {}, "warnings": [],
                                    "timings_seconds": {}, "errors": [line]})
-        except OSError:
+        except (OSError, DicomFidelityError):  # the --json file itself cannot be written: the line above says why
             pass
         return EXIT_FAILED
     finally:

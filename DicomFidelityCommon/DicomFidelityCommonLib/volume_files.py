@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from DicomFidelityCommonLib.errors import InvalidInputFileError, WrongModalityError
+from DicomFidelityCommonLib.memory import require_memory, voxel_bytes
 
 
 def check_image_header(path: str | Path) -> None:
@@ -23,6 +24,16 @@ def check_image_header(path: str | Path) -> None:
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise InvalidInputFileError(f"corrupt or unsupported image file ({detail[:200]})", path) from exc
+    size = reader.GetSize()
+    components = reader.GetNumberOfComponents()
+    try:
+        itemsize = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    except RuntimeError:
+        itemsize = 8  # a type SimpleITK cannot hold: assume the widest
+    # the image as read, and the numpy / label-layer copy made of it
+    require_memory(voxel_bytes(size, itemsize * components, copies=2),
+                   f"a {'x'.join(map(str, size))} image of {sitk.GetPixelIDValueAsString(reader.GetPixelID())}",
+                   path)
 
 
 def check_nifti_voxels(path: str | Path) -> None:

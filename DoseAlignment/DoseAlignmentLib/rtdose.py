@@ -25,6 +25,7 @@ from DicomFidelityCommonLib.errors import (
     WrongModalityError,
 )
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DicomFidelityCommonLib.memory import require_memory, voxel_bytes
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 UNIFORM_TOLERANCE_MM = 1e-3
@@ -228,6 +229,9 @@ def read_rtdose(path: str | Path) -> DoseGrid:
                             "PixelSpacing")
     frames = int(header.get("NumberOfFrames") or 1)
     rows, cols = int(header.Rows), int(header.Columns)
+    # stored values plus the float64 dose in Gy
+    require_memory(voxel_bytes((frames, rows, cols), int(header.BitsAllocated) // 8 + 8),
+                   f"a {frames}x{rows}x{cols} dose grid", path)
     normal = np.cross(orientation[:3], orientation[3:])
     offsets, kind, warnings = _relative_offsets(header, path, frames, position, normal)
     scaling = float(header.DoseGridScaling)

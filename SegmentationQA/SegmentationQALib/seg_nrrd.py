@@ -14,11 +14,24 @@ import numpy as np
 
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.memory import require_memory, voxel_bytes
 from DicomFidelityCommonLib.safe_write import atomic_output_file
 from SegmentationQALib.segmentation import LayeredSegmentation
 
 ALGORITHM_TYPE_TAG = "DicomFidelity.AlgorithmType"
 ALGORITHM_NAME_TAG = "DicomFidelity.AlgorithmName"
+
+# Bytes per value of each NRRD "type" spelling (the NRRD 5 specification's list).
+NRRD_TYPE_SIZES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
+                     "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t", "float"),
+                    4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
+                     "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t",
+                     "double"), 8),
+}
 
 
 def reference_geometry_string(geometry: VolumeGeometry) -> str:
@@ -54,7 +67,10 @@ def check_seg_nrrd(path: str | Path) -> None:
         with open(path, "rb") as handle:
             header = nrrd.read_header(handle)
             sizes = [int(s) for s in header["sizes"]]
-            itemsize = nrrd.reader._determine_datatype(header).itemsize
+            itemsize = NRRD_TYPE_SIZES.get(str(header.get("type", "")).strip().lower())
+            if itemsize is None:
+                raise InvalidInputFileError(f"NRRD type {header.get('type')!r} is not a numeric voxel type", path,
+                                            "type")
             data_start = handle.tell()
             spatial = sizes[-3:]
             _check_nrrd_spacing(header, path)
@@ -64,7 +80,9 @@ def check_seg_nrrd(path: str | Path) -> None:
                 raise InvalidInputFileError(f"NRRD sizes {sizes} include an empty axis", path)
             if header.get("data file") or header.get("datafile") or header.get("byte skip") or header.get("line skip"):
                 return  # detached or skipped data: Slicer's reader checks it
-            expected = int(np.prod(sizes, dtype=np.int64)) * itemsize
+            expected = voxel_bytes(sizes, itemsize)
+            # the voxels, and the label layers Slicer (or our reader) builds from them
+            require_memory(2 * expected, f"a {'x'.join(map(str, sizes))} segmentation", path)
             encoding = str(header.get("encoding", "raw"))
             if encoding == "raw":
                 available = path.stat().st_size - data_start

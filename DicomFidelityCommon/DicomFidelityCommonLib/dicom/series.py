@@ -21,6 +21,7 @@ from DicomFidelityCommonLib.errors import (
     WrongModalityError,
 )
 from DicomFidelityCommonLib.geometry import VolumeGeometry, affine_from_dicom
+from DicomFidelityCommonLib.memory import require_memory, voxel_bytes
 
 # Objects that sit in image folders but are not slices of the image series.
 NON_IMAGE_MODALITIES = {"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "SR", "KO", "PR", "REG"}
@@ -258,6 +259,9 @@ def geometry_from_slices(keys: SliceKeys, paths: Sequence[Path], first: Dataset)
     if rows < 1 or columns < 1:
         raise GeometryError(f"Rows x Columns {rows}x{columns} is not an image size", paths[0], "Rows")
     _check_pixel_bytes(paths, first, rows, columns)
+    # stored pixels plus the float32 volume built from them
+    require_memory(voxel_bytes((len(paths), rows, columns), 2 + 4), f"a {len(paths)}x{rows}x{columns} image volume",
+                   paths[0])
     if len(positions) > 1:
         steps = np.diff(positions, axis=0)
         lengths = np.linalg.norm(steps, axis=1)

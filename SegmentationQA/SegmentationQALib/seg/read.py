@@ -13,6 +13,7 @@ import pydicom
 from DicomFidelityCommonLib.dicom.series import check_orientation, check_pixel_spacing
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError, MissingTagError, WrongModalityError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
+from DicomFidelityCommonLib.memory import require_memory, voxel_bytes
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
 from SegmentationQALib.seg.describe import segment_from_description
@@ -94,6 +95,10 @@ def check_seg_header(ds: pydicom.Dataset, path) -> None:
             raise InvalidInputFileError(f"{keyword} is {value}, not a positive number", path, keyword)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         raise MissingTagError("required attribute is missing", path, "PerFrameFunctionalGroupsSequence")
+    frames, rows, columns = int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns)
+    # the frames unpacked to one byte a pixel (LABELMAP: 1 or 2), and the volume they are placed in
+    require_memory(voxel_bytes((frames, rows, columns), 2 * (2 if int(ds.get("BitsAllocated") or 1) > 8 else 1)),
+                   f"{frames} segmentation frames of {rows}x{columns}", path)
     shared = ds.get("SharedFunctionalGroupsSequence")
     groups = shared[0] if shared else None
     measures = groups.get("PixelMeasuresSequence") if groups is not None else None
