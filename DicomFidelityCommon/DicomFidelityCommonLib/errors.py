@@ -62,3 +62,7 @@ class MissingDependencyError(DicomFidelityError):
 
 class GateRefusedError(DicomFidelityError):
     """The inputs are valid but a quality gate the user set refused the operation (e.g. --fail-on lossy)."""
+
+
+class OutputWriteError(DicomFidelityError):
+    """An output could not be written (disk full, quota, file size limit, read-only file system)."""

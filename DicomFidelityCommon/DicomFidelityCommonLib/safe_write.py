@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from DicomFidelityCommonLib.errors import OutputWriteError
+
+STAGING_PREFIX = ".dicomfidelity-staging-"  # hidden: never read back as input (series listing, cohort index)
+# errno values that only a write gives: the output, not an input, is at fault
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+
+
+def output_write_error(exc: BaseException | None, final_path: str | Path, staging: str | Path) -> Exception | None:
+    """The error to report for ``exc`` raised while writing ``final_path``: a full disk or a staging file's name
+    becomes one line naming the output the user asked for (never a hidden temporary name); None: keep ``exc``."""
+    if not isinstance(exc, OSError) or isinstance(exc, (FileExistsError, FileNotFoundError)):
+        return None
+    in_staging = exc.filename is not None and str(exc.filename).startswith(str(staging))
+    if exc.errno in WRITE_ERRNOS or in_staging:
+        shown = Path(*(part for part in Path(final_path).parts if not part.startswith(STAGING_PREFIX)))
+        return OutputWriteError(f"cannot write the output ({exc.strerror or exc})", shown)
+    return None
 
 
 def _current_umask() -> int:
@@ -30,6 +49,11 @@ def atomic_output_file(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        replacement = output_write_error(exc, path, tmp)
+        if replacement is None:
+            raise
+        raise replacement from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -52,6 +76,11 @@ def atomic_output_dir(path: str | Path) -> Iterator[Path]:
         if path.exists():
             path.rmdir()
         os.replace(tmp, path)
+    except OSError as exc:
+        replacement = output_write_error(exc, path, tmp)
+        if replacement is None:
+            raise
+        raise replacement from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -71,9 +100,6 @@ def _candidates(name: str) -> Iterator[str]:
     while True:
         yield f"{stem}_{counter}{dot}{rest}"
         counter += 1
-
-
-STAGING_PREFIX = ".dicomfidelity-staging-"  # hidden: never read back as input (series listing, cohort index)
 
 
 class OutputTransaction:
@@ -128,3 +154,6 @@ class OutputTransaction:
         if kind is not None:
             self.rollback()
         shutil.rmtree(self.staging, ignore_errors=True)
+        replacement = output_write_error(value, self.output_dir, self.staging)
+        if replacement is not None:
+            raise replacement from value
