@@ -143,6 +143,7 @@ def frame_layout(ds: Dataset):
     else:
         step = float(measures.get("SpacingBetweenSlices") or measures.get("SliceThickness") or 1.0)
         indices = np.zeros(len(positions), dtype=np.int64)
+    _check_distinct_positions(ds, segment_numbers, indices)
     origin = positions[int(np.argmin(distances))]
     expected = origin[None, :] + (indices * step)[:, None] * normal[None, :]
     if np.max(np.abs(expected - positions)) > 1e-2:  # frames shifted in-plane: not one grid
@@ -150,6 +151,20 @@ def frame_layout(ds: Dataset):
     affine = affine_from_dicom(origin, orientation, measures.PixelSpacing, step)
     geometry = VolumeGeometry((int(indices.max()) + 1, int(ds.Rows), int(ds.Columns)), affine)
     return geometry, segment_numbers, indices
+
+
+def _check_distinct_positions(ds: Dataset, segment_numbers: np.ndarray, indices: np.ndarray) -> None:
+    """Two frames of one segment on one plane: one would overwrite the other (and the slice step derived from the
+    positions would be wrong), so the file is refused rather than loaded with voxels lost."""
+    keys = segment_numbers.astype(np.int64) * (int(indices.max()) + 1) + indices
+    order = np.argsort(keys, kind="stable")
+    repeated = np.flatnonzero(np.diff(keys[order]) == 0)
+    if repeated.size:
+        first, second = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
+        whose = f" of segment {int(segment_numbers[first])}" if str(ds.get("SegmentationType")) != "LABELMAP" else ""
+        raise GeometryError(f"frames {first + 1} and {second + 1}{whose} share one plane position (duplicate "
+                            "frames would overwrite each other)", getattr(ds, "filename", None),
+                            "ImagePositionPatient")
 
 
 def _check_frames(ds: Dataset, positions: np.ndarray, segment_numbers: np.ndarray) -> None:
