@@ -17,6 +17,7 @@ from DicomFidelityCommonLib.volume_files import check_image_header
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 FRAME_OF_REFERENCE_ATTRIBUTE = "DICOM.FrameOfReferenceUID"
+SOURCE_FILE_ATTRIBUTE = "DicomFidelity.SourceFile"  # the file a node was loaded from, named in errors
 
 
 def vtkMatrixToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:

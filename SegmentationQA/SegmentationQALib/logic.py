@@ -29,6 +29,7 @@ from DicomFidelityCommonLib.geometry import LPS_TO_RAS, VolumeGeometry
 from DicomFidelityCommonLib.mrml import (
     FRAME_OF_REFERENCE_ATTRIBUTE,
     INSTANCE_UIDS_ATTRIBUTE,
+    SOURCE_FILE_ATTRIBUTE,
     arrayFromVolumeNode,
     fillVolumeNode,
     geometryFromVolumeNode,
@@ -446,12 +447,9 @@ class SegmentationQAMRMLLogic:
                 referencePaths = [p.name for p in series.paths]
             if options.expected_frame_of_reference_uid is None:
                 options.expected_frame_of_reference_uid = segmentationNode.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
-            expected, actual = options.expected_frame_of_reference_uid, series.frame_of_reference_uid
-            if expected and actual and expected != actual and not referencePaths:
-                # before any resampling: a segmentation from another frame of reference would land anywhere
-                raise FrameOfReferenceMismatchError(
-                    f"segmentation {segmentationNode.GetName()!r} is in frame of reference {expected}, the reference "
-                    f"series in {actual}; register them first", series.paths[0], "FrameOfReferenceUID")
+            if not referencePaths:  # a newly written series takes the segmentation's place: nothing to compare
+                self.checkFrameOfReference(segmentationNode, series.frame_of_reference_uid, series.paths[0],
+                                           options.expected_frame_of_reference_uid)
             progress(0.3, "reading segments")
             warnings = list(series.warnings)
             t = time.perf_counter()
@@ -515,6 +513,20 @@ class SegmentationQAMRMLLogic:
         progress(1.0, "done")
         return result, report, warnings
 
+    @staticmethod
+    def checkFrameOfReference(segmentationNode, referenceFrameOfReferenceUid: str | None, referencePath,
+                              expected: str | None = None) -> None:
+        """Refuse, before any resampling, a segmentation whose frame of reference is not the reference's: it would
+        land anywhere. The error names the segmentation's file when it was loaded from one."""
+        expected = expected or segmentationNode.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
+        if not expected or not referenceFrameOfReferenceUid or expected == referenceFrameOfReferenceUid:
+            return
+        source = segmentationNode.GetAttribute(SOURCE_FILE_ATTRIBUTE)
+        raise FrameOfReferenceMismatchError(
+            f"segmentation {segmentationNode.GetName()!r} is in frame of reference {expected}, the reference "
+            f"{Path(referencePath).name if source else 'series'} in {referenceFrameOfReferenceUid}; register them "
+            "first", source or referencePath, "FrameOfReferenceUID")
+
     @with_paused_gc
     def loadDicomSeg(self, path, name: str | None = None, progress: ProgressCallback | None = None):
         """Load a DICOM SEG into a new segmentation node; returns (node, SegLoadResult)."""
@@ -524,6 +536,7 @@ class SegmentationQAMRMLLogic:
         node = self.segmentationNodeFromLayered(loaded.layered, name or loaded.series_description or Path(path).stem)
         if loaded.frame_of_reference_uid:
             node.SetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE, loaded.frame_of_reference_uid)
+        node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
         timings = dict(loaded.timings)
         timings["create_segmentation_node"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - start
