@@ -18,7 +18,7 @@ from slicer.ScriptedLoadableModule import (
 
 from DicomFidelityCommonLib.dependencies import ensure_installed
 
-TASK_NAMES = ("compare-seg", "ml-dataset")  # CohortsLib.tasks.TASKS (tested equal)
+TASK_NAMES = ("compare-seg", "export-seg", "ml-dataset", "rtstruct-check")  # CohortsLib.tasks.TASKS (tested equal)
 
 
 class Cohorts(ScriptedLoadableModule):

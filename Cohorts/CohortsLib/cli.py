@@ -5,6 +5,9 @@
     dicomfidelity run ml-dataset --db cohort.sqlite --output-dir OUT [--workers N | --scheduler tcp://HOST:PORT]
                       [--retry-failed] [--format nifti|nrrd|npz]
     dicomfidelity run compare-seg --db cohort.sqlite --output-dir OUT [--consensus majority|staple]
+    dicomfidelity run export-seg --db cohort.sqlite --output-dir OUT --manifest labels.csv [--labels SPEC]
+                      [--seg-type auto|binary|labelmap] [--algorithm-type manual|semiautomatic|automatic]
+    dicomfidelity run rtstruct-check --db cohort.sqlite --output-dir OUT [--lossy-volume-change PCT] [--lossy-dice D]
 
 The contract (exit codes, the one `error:` line, --json keys) is DicomFidelityCommonLib.cli's. A run that finished
 with failed cases exits 0: every failure is in OUT/manifest.csv with its reason.
@@ -25,6 +28,7 @@ from CohortsLib.logic import run_task  # noqa: E402
 from CohortsLib.tasks import TASKS, ArrayFormat  # noqa: E402
 from DicomFidelityCommonLib import cli as contract  # noqa: E402
 from DicomFidelityCommonLib.cohort import index_tree, pair_cases  # noqa: E402
+from SegmentationQALib.seg.options import SegType  # noqa: E402
 
 
 def commandIndex(args) -> contract.CommandResult:
@@ -46,8 +50,26 @@ def commandPairs(args) -> contract.CommandResult:
         {}, warnings + result.warnings, {}, details)
 
 
+def taskOptions(args) -> dict:
+    """The options of the chosen task only: every option is part of what decides whether a case is redone."""
+    if args.task == "ml-dataset":
+        return {"format": args.format}
+    if args.task == "compare-seg":
+        return {"consensus": args.consensus}
+    if args.task == "export-seg":  # without --manifest: run_task names what is missing
+        options = {"manifest": args.manifest, "seg_type": args.seg_type, "algorithm_type": args.algorithm_type,
+                   "series_description": args.series_description}
+        return options | ({"labels": args.labels} if args.labels else {})
+    options = {}
+    if args.lossy_volume_change is not None:
+        options["lossy_volume_change"] = args.lossy_volume_change
+    if args.lossy_dice is not None:
+        options["lossy_dice"] = args.lossy_dice
+    return options
+
+
 def commandRun(args) -> contract.CommandResult:
-    options = {"format": args.format} if args.task == "ml-dataset" else {"consensus": args.consensus}
+    options = taskOptions(args)
     result, review = run_task(args.db, args.task, args.output_dir, options, args.workers, args.scheduler,
                               args.retry_failed, contract.ProgressBar(not args.quiet))
     details = result.to_json()
@@ -85,6 +107,17 @@ def buildParser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=[f.value for f in ArrayFormat], default=ArrayFormat.NIFTI.value,
                      help="ml-dataset arrays")
     run.add_argument("--consensus", choices=["majority", "staple"], default="majority", help="compare-seg consensus")
+    run.add_argument("--manifest", default=None, metavar="labels.csv",
+                     help="export-seg: one case per row (label_file; ct_series_uid or ct_folder; optional labels)")
+    run.add_argument("--labels", default=None, metavar="SPEC",
+                     help="export-seg: label description for rows without one (file, or totalsegmentator:total ...)")
+    run.add_argument("--seg-type", choices=[t.value for t in SegType], default=SegType.AUTO.value,
+                     help="export-seg SEG type")
+    run.add_argument("--algorithm-type", choices=["manual", "semiautomatic", "automatic"], default="manual",
+                     help="export-seg: for segments whose description does not say")
+    run.add_argument("--series-description", default="Segmentation", help="export-seg SEG series description")
+    run.add_argument("--lossy-volume-change", type=float, default=None, help="rtstruct-check: percent (default 1)")
+    run.add_argument("--lossy-dice", type=float, default=None, help="rtstruct-check: default 0.98")
     contract.add_common_arguments(run)
     run.set_defaults(func=commandRun)
     return parser

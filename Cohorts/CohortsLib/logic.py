@@ -10,10 +10,11 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from CohortsLib.label_manifest import MANIFEST_FIELDS, read_label_manifest
 from CohortsLib.review import write_cohort_review
 from CohortsLib.tasks import TASKS
 from DicomFidelityCommonLib.cohort import index_tree, pair_cases
-from DicomFidelityCommonLib.errors import InvalidInputFileError
+from DicomFidelityCommonLib.errors import DicomFidelityError, InvalidInputFileError
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress, scaled
 
 
@@ -31,17 +32,40 @@ class CohortRun:
                 "review": self.review.to_json() if self.review is not None else None}
 
 
+def task_cases(db, task: str, options: dict) -> tuple[list[dict], list[str] | None]:
+    """The cases ``task`` runs on, as plain data (what workers are sent), and the manifest columns they give
+    (None: the runner's default). export-seg: one per row of ``options["manifest"]``; the others: the cases the
+    index pairs (rtstruct-check skips those with neither RTSTRUCT nor SEG)."""
+    if task == "export-seg":
+        if not options.get("manifest"):
+            raise DicomFidelityError("export-seg needs a label manifest (--manifest labels.csv with label_file and "
+                                     "ct_series_uid or ct_folder columns)")
+        return read_label_manifest(options["manifest"], db, options.get("labels")), list(MANIFEST_FIELDS)
+    cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
+                  rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
+             for case in pair_cases(db).to_json()["cases"]]
+    if task == "rtstruct-check":
+        for case in cases:
+            if not case["rtstructs"] and not case["segs"]:
+                case["skip_reason"] = "no RTSTRUCT or SEG references this CT series"
+    return cases, None
+
+
 def run_task(db, task: str, output_dir, options: dict | None = None, workers: int | None = None,
              scheduler: str | None = None, retry_failed: bool = False, progress: ProgressCallback | None = None):
-    """Run ``task`` on every case the index ``db`` pairs (what `dicomfidelity run` and runCohort do); a compare-seg
+    """Run ``task`` on every case of the index ``db`` (what `dicomfidelity run` and runCohort do); a compare-seg
     run also writes the cohort review. Returns (CohortRunResult, CohortReview or None)."""
     from DicomFidelityCommonLib.cohort.runner import run_cohort
 
-    cases = [dict(case, rtdose_sop_uids=[d["sop_instance_uid"] for d in case["doses"]],
-                  rtstruct_sop_uid=";".join(r["sop_instance_uid"] for r in case["rtstructs"]))
-             for case in pair_cases(db).to_json()["cases"]]  # plain data: what workers are sent
-    run = run_cohort(cases, TASKS[task], output_dir, db, options or {}, workers=workers, scheduler=scheduler,
-                     retry_failed=retry_failed, progress=progress)
+    if task not in TASKS:
+        raise DicomFidelityError(f"unknown task {task!r} (tasks: {', '.join(sorted(TASKS))})")
+    options = dict(options or {})
+    cases, fields = task_cases(db, task, options)
+    # what the cases already carry (the label manifest and its default description) is no task option: moving the
+    # manifest must not redo finished cases
+    options = {k: v for k, v in options.items() if not (task == "export-seg" and k in ("manifest", "labels"))}
+    run = run_cohort(cases, TASKS[task], output_dir, db, options, workers=workers, scheduler=scheduler,
+                     retry_failed=retry_failed, progress=progress, manifest_fields=fields)
     review = None
     if task == "compare-seg":
         review = write_cohort_review(output_dir, [r.case_id for r in run.records if r.status.value == "ok"])

@@ -159,3 +159,140 @@ def _model_name(loaded, path: str, taken: list[str]) -> str:
 
 
 TASKS["compare-seg"] = compare_seg
+
+
+def export_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
+    """A label file of the label manifest as a DICOM SEG referencing its CT series: the same reading (with the
+    row's label description) and SEG writer as `segqa export-seg`. A label grid that is not the CT's (up to a flip
+    or permutation of the axes) is an error here, not a resampling: in a cohort it means the wrong CT."""
+    from DicomFidelityCommonLib.dicom.series import first_missing_reference_uid, read_image_series
+    from DicomFidelityCommonLib.errors import EmptySegmentationError, GeometryError, MissingTagError
+    from SegmentationQALib.label_volume import read_label_volume
+    from SegmentationQALib.seg import SegExportOptions, SegType, write_seg
+
+    if case.get("row_problem"):
+        raise DicomFidelityError(case["row_problem"], case.get("label_manifest"))
+    label_file = case["label_file"]
+    series = read_image_series(case["ct_files"])
+    unreferenceable = first_missing_reference_uid(series)
+    if unreferenceable:
+        raise MissingTagError("the CT series cannot be referenced (UID blanked, e.g. by anonymisation)",
+                              *unreferenceable)
+    layered, warnings = read_label_volume(label_file, case.get("labels") or None)
+    if not layered.geometry.is_close(series.geometry):
+        grid, ct = layered.geometry, series.geometry
+        same_voxels = (int(np.prod(grid.shape)) == int(np.prod(ct.shape)) and ct.is_reindexing_of(grid)
+                       and grid.is_reindexing_of(ct))
+        changed = None
+        if same_voxels:
+            layered, changed = layered.resampled_to(ct)
+        if changed != 0:
+            raise GeometryError(
+                f"label grid {'x'.join(map(str, grid.shape[::-1]))} at {np.round(grid.origin_lps, 2).tolist()} mm, "
+                f"spacing {np.round(grid.spacing, 4).tolist()} is not the grid of CT series "
+                f"{series.series_instance_uid} ({'x'.join(map(str, ct.shape[::-1]))} at "
+                f"{np.round(ct.origin_lps, 2).tolist()} mm, spacing {np.round(ct.spacing, 4).tolist()})", label_file)
+        warnings.append("label volume axes reordered onto the CT grid (no voxel changed)")
+    seg_options = SegExportOptions(seg_type=SegType(options.get("seg_type", SegType.AUTO.value)),
+                                   series_description=options.get("series_description", "Segmentation"),
+                                   algorithm_type=str(options.get("algorithm_type", "manual")).upper())
+    name = f"{safe_file_name(Path(label_file).name.split('.')[0])}.seg.dcm"
+    try:
+        result = write_seg(layered, series, Path(case_output_dir) / name, seg_options)
+    except EmptySegmentationError:  # the input's fault: name it, not the case folder's file
+        raise EmptySegmentationError("nothing to export: every segment is empty on the CT grid", label_file) from None
+    result.seg_path = name
+    result.warnings = list(series.warnings) + warnings + result.warnings
+    details = dict(result.to_json(), label_file=label_file, labels=case.get("labels") or None,
+                   ct_series_uid=series.series_instance_uid)
+    (Path(case_output_dir) / "export.json").write_text(json.dumps(details, indent=2))
+    outputs = {"seg": str(Path(case_output_dir) / name), "export_json": str(Path(case_output_dir) / "export.json"),
+               "seg_type": result.seg_type, "segments": len(result.segments),
+               "seg_bytes": result.file_size_bytes}
+    return {"outputs": outputs, "warnings": result.warnings}
+
+
+TASKS["export-seg"] = export_seg
+
+STRUCTURE_COLUMNS = ("source", "kind", "name", "verdict", "voxels_original", "voxels_lost", "voxels_gained",
+                     "volume_change_percent", "contour_volume_change_percent", "dice", "hd95_mm", "reasons")
+
+
+def rtstruct_check(case: dict, case_output_dir: Path, options: dict) -> dict:
+    """Per structure, what an RTSTRUCT round trip keeps: each RTSTRUCT of the case read (even-odd, on its CT) and
+    contoured again, each SEG contoured onto the CT planes; the fidelity check and report of `segqa rtstruct-check`
+    (plus `load-rtstruct`'s file check for RTSTRUCTs), one report folder per object."""
+    import csv
+
+    from DicomFidelityCommonLib.dicom.series import read_image_series
+    from SegmentationQALib.rtstruct import (
+        FidelityThresholds,
+        ReferenceImages,
+        Verdict,
+        check_rtstruct,
+        check_rtstruct_fidelity,
+        load_reference,
+        read_rtstruct,
+        read_rtstruct_dataset,
+        write_fidelity_report,
+    )
+    from SegmentationQALib.seg import load_seg
+
+    objects = [("rtstruct", o) for o in case.get("rtstructs") or []] + [("seg", o) for o in case.get("segs") or []]
+    if not objects:
+        raise DicomFidelityError("no RTSTRUCT or SEG to check", case["ct_files"][0] if case.get("ct_files") else None)
+    defaults = FidelityThresholds()
+    thresholds = FidelityThresholds(
+        lossy_volume_change_percent=float(options.get("lossy_volume_change", defaults.lossy_volume_change_percent)),
+        lossy_dice=float(options.get("lossy_dice", defaults.lossy_dice)))
+    out = Path(case_output_dir)
+    series = read_image_series(case["ct_files"])
+    image = series.pixel_array()
+    ct_planes = ReferenceImages.from_series(series)
+    warnings: list[str] = []
+    sources, structures, rows = [], {}, []
+    worst = Verdict.LOSSLESS
+    for number, (kind, obj) in enumerate(objects, start=1):
+        path = obj["path"]
+        label = f"{kind}{number}"
+        extra: dict = {"source": path, "kind": kind, "sop_instance_uid": obj.get("sop_instance_uid")}
+        if kind == "rtstruct":  # as `segqa load-rtstruct`: its planes (rebuilt when CT slices are missing)
+            planes = load_reference(case["ct_files"], read_rtstruct_dataset(path))
+            loaded = read_rtstruct(path, planes)
+            layered, object_warnings = loaded.segmentation, loaded.warnings
+            extra["file_check"] = check_rtstruct(path, planes).to_json()
+        else:
+            loaded = load_seg(path)
+            layered, object_warnings = loaded.layered, loaded.warnings
+        fidelity = check_rtstruct_fidelity(layered, ct_planes.geometry, thresholds)
+        fidelity.warnings = list(object_warnings) + list(ct_planes.warnings) + fidelity.warnings
+        write_fidelity_report(fidelity, out / label, image, series.geometry, extra)  # fidelity.json names the file
+        warnings += [f"{Path(path).name}: {w}" for w in fidelity.warnings]
+        if fidelity.worst_verdict.rank > worst.rank:
+            worst = fidelity.worst_verdict
+        sources.append({**extra, "label": label, "report": f"{label}/index.html",
+                        "verdict": fidelity.worst_verdict.value, "counts": fidelity.to_json()["counts"]})
+        for segment in fidelity.segments:
+            values = segment.to_json()
+            row = {"source": label, "kind": kind, **{c: values[c] for c in STRUCTURE_COLUMNS[2:]}}
+            row["reasons"] = "; ".join(row["reasons"])
+            rows.append(row)
+            key = f"{label}/{segment.name}"
+            key = f"{key} ({segment.segment_id})" if key in structures else key
+            structures[key] = {c: values[c] for c in STRUCTURE_COLUMNS[3:-1]}
+    with open(out / "structures.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=STRUCTURE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "rtstruct_check.json").write_text(json.dumps(
+        {"case": case["case_id"], "ct_series_uid": case.get("ct_series_uid"), "verdict": worst.value,
+         "thresholds": thresholds.to_json(), "sources": sources, "structures": rows, "warnings": warnings},
+        indent=2, default=str))
+    outputs = {"verdict": worst.value, "lossy_structures": sum(1 for r in rows if r["verdict"] == "lossy"),
+               "report_dirs": [str(out / Path(s["report"]).parent) for s in sources],
+               "structures_csv": str(out / "structures.csv"), "check_json": str(out / "rtstruct_check.json"),
+               "structures": structures}
+    return {"outputs": outputs, "warnings": warnings}
+
+
+TASKS["rtstruct-check"] = rtstruct_check

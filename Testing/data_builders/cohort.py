@@ -6,6 +6,12 @@ so nothing can pair by folder or name. Sources: the dicompyler-sample CT slices 
 the dicompyler-core RTSTRUCT and RTPLAN, the dcmqi liver SEG. Headers are rewritten with pydicom; pixel data bytes
 are copied (a subset of slices and dose frames keeps test cohorts small; the benchmark uses full series).
 
+The RTSTRUCT comes from another patient (dicompyler-core), so its contours are first placed on the CT subset once:
+per ROI, the contours of its ``CONTOUR_PLANES`` middle planes go onto consecutive middle CT planes, moved in-plane
+into the CT's field of view (``RTSTRUCT_INPLANE_OFFSET``). Each patient's copy is then shifted with its CT, and
+every contour references the CT image it lies on, so its masks equal (voxel for voxel) those of the unshifted
+placement (``build_cohort(..., shift=False)``) and are never empty.
+
 Trap patients are what a cohort run must refuse to guess about: a dose on a frame of reference no CT has, two CT
 series on one frame of reference, a plan chain that contradicts the dose's frame of reference, a SEG that references
 a series not in the tree, mixed-unit per-beam doses, plus a truncated file, non-DICOM files and hidden staging files;
@@ -30,6 +36,8 @@ RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
 RT_STRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 NORMAL_KINDS = ("plan_chain", "seg", "rtstruct", "beams", "dose_for")
 OFFSET_VARIANTS = ("relative", "absolute", "descending")
+CONTOUR_PLANES = 2  # original contour planes kept per ROI (all contours on them: islands and holes stay)
+RTSTRUCT_INPLANE_OFFSET = (0.0, 400.0)  # mm (x, y): the dicompyler-core contours into the sample CT's field of view
 
 
 @dataclass
@@ -44,6 +52,7 @@ class ExpectedCase:
     beam_groups: list[set[str]] = field(default_factory=list)  # per-beam dose SOP UIDs of one plan
     mixed_units: bool = False
     paired_by: dict[str, str] = field(default_factory=dict)  # SOP UID: PairedBy value
+    shift: tuple[float, float, float] = (0.0, 0.0, 0.0)  # mm added to every position of the patient's objects
 
 
 @dataclass
@@ -72,6 +81,15 @@ class Cohort:
 
 # ------------------------------------------------------------------------------------------------ sources
 @dataclass
+class _PlacedContour:
+    """One kept RTSTRUCT contour, placed on the unshifted CT subset."""
+
+    contour: Dataset  # the item in the (shared) source dataset; ContourData is rewritten per patient
+    points: list[float]  # x, y, z triples on the unshifted CT, in 0.01 mm steps
+    plane: int  # index of the CT slice it lies on
+
+
+@dataclass
 class _Sources:
     ct: list[Dataset]  # sorted by z, with pixels
     ct_positions: list[list[float]]
@@ -82,6 +100,38 @@ class _Sources:
     rtstruct: Dataset
     plan: Dataset
     seg: Dataset
+    contours: list[_PlacedContour] = field(default_factory=list)
+
+
+def _place_contours(rtstruct: Dataset, ct_positions: list[list[float]]) -> list[_PlacedContour]:
+    """Keep, per ROI, the contours of its CONTOUR_PLANES middle planes and put them on consecutive middle CT planes
+    (moved in-plane by RTSTRUCT_INPLANE_OFFSET); the RTSTRUCT then keeps only those contours."""
+    planes = min(CONTOUR_PLANES, len(ct_positions))
+    first = (len(ct_positions) - planes) // 2
+    placed = []
+    for roi in rtstruct.ROIContourSequence:
+        contours = list(roi.get("ContourSequence", []))
+        if not contours:
+            continue
+        heights = sorted({round(float(c.ContourData[2]), 2) for c in contours})
+        middle = max(0, (len(heights) - planes) // 2)
+        chosen = heights[middle:middle + planes]
+        kept = []
+        for contour in contours:
+            height = round(float(contour.ContourData[2]), 2)
+            if height not in chosen:
+                continue
+            plane = first + chosen.index(height)
+            z = ct_positions[plane][2]
+            values = [float(v) for v in contour.ContourData]
+            points = []
+            for x, y in zip(values[0::3], values[1::3]):
+                points += [round(x + RTSTRUCT_INPLANE_OFFSET[0], 2), round(y + RTSTRUCT_INPLANE_OFFSET[1], 2), z]
+            contour.NumberOfContourPoints = len(points) // 3
+            placed.append(_PlacedContour(contour, points, plane))
+            kept.append(contour)
+        roi.ContourSequence = Sequence(kept)
+    return placed
 
 
 @lru_cache(maxsize=4)
@@ -96,18 +146,22 @@ def _sources(data: str, slices: int) -> _Sources:
     frame_bytes = dose.Rows * dose.Columns * dose.BitsAllocated // 8
     frames = [dose.PixelData[i * frame_bytes:(i + 1) * frame_bytes] for i in range(int(dose.NumberOfFrames))]
     rtstruct = pydicom.dcmread(root / "dicompyler-core" / "rtss.dcm")
-    for roi in rtstruct.ROIContourSequence:  # a few contours are enough to be a real RTSTRUCT, and fast to write
-        if "ContourSequence" in roi:
-            roi.ContourSequence = Sequence(list(roi.ContourSequence)[:2])
-    return _Sources(ct=ct, ct_positions=[[float(v) for v in ds.ImagePositionPatient] for ds in ct], dose=dose,
+    ct_positions = [[float(v) for v in ds.ImagePositionPatient] for ds in ct]
+    contours = _place_contours(rtstruct, ct_positions)  # a few contours: a real RTSTRUCT, and fast to write
+    return _Sources(ct=ct, ct_positions=ct_positions, dose=dose,
                     dose_frames=frames, dose_position=[float(v) for v in dose.ImagePositionPatient],
                     dose_offsets=[float(v) for v in dose.GridFrameOffsetVector], rtstruct=rtstruct,
                     plan=pydicom.dcmread(root / "dicompyler-core" / "rtplan.dcm"),
-                    seg=pydicom.dcmread(root / "dcmqi" / "segmentations" / "liver.dcm"))
+                    seg=pydicom.dcmread(root / "dcmqi" / "segmentations" / "liver.dcm"), contours=contours)
 
 
 def _ds(values) -> list[str]:
     return [f"{v:.6g}" for v in values]
+
+
+def _contour_ds(values) -> list[str]:
+    """Contour coordinates in 0.01 mm steps: exact decimals, so shifted and unshifted copies rasterise alike."""
+    return [f"{v:.2f}" for v in values]
 
 
 # ------------------------------------------------------------------------------------------------ placing files
@@ -164,14 +218,16 @@ def _identify(ds: Dataset, patient: _Patient, modality_series: str, sop_uid: str
 
 # ------------------------------------------------------------------------------------------------ builder
 class _Builder:
-    def __init__(self, root: Path, sources: _Sources, rng: random.Random, dose_frames: int):
+    def __init__(self, root: Path, sources: _Sources, rng: random.Random, dose_frames: int, shift: bool = True):
         self.root, self.src, self.rng, self.dose_frame_count = root, sources, rng, dose_frames
+        self.shift = shift
         self.placer = _Placer(root, rng)
         self.cohort = Cohort(root=root)
         self.variant = 0
 
     def patient(self, number: int) -> _Patient:
-        return _Patient(f"COH{number:04d}", generate_uid(), [float(self.rng.randint(-60, 60)) for _ in range(3)],
+        shift = [float(self.rng.randint(-60, 60)) for _ in range(3)]  # drawn either way: same layouts and names
+        return _Patient(f"COH{number:04d}", generate_uid(), shift if self.shift else [0.0, 0.0, 0.0],
                         self.placer.layout())
 
     def _save(self, ds: Dataset, patient: _Patient, modality: str) -> Path:
@@ -257,10 +313,13 @@ class _Builder:
         ds.ReferencedFrameOfReferenceSequence = [frame_item]
         for roi in ds.StructureSetROISequence:
             roi.ReferencedFrameOfReferenceUID = frame
-        for roi in ds.ROIContourSequence:
-            for n, contour in enumerate(roi.get("ContourSequence", [])):
-                for image in contour.get("ContourImageSequence", []):
-                    image.ReferencedSOPInstanceUID = ct_sops[n % len(ct_sops)]
+        for placed in self.src.contours:  # moved with the CT, referencing the image each contour lies on
+            shift = patient.shift * (len(placed.points) // 3)
+            placed.contour.ContourData = _contour_ds(p + s for p, s in zip(placed.points, shift))
+            image = Dataset()
+            image.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            image.ReferencedSOPInstanceUID = ct_sops[placed.plane]
+            placed.contour.ContourImageSequence = [image]
         self._save(ds, patient, "RTSTRUCT")
         return sop
 
@@ -294,7 +353,7 @@ class _Builder:
     def normal(self, number: int, kind: str) -> None:
         p, frame = self.patient(number), generate_uid()
         series_uid, sops, paths = self.ct(p, frame)
-        case = ExpectedCase(p.patient_id, series_uid, {str(x) for x in paths})
+        case = ExpectedCase(p.patient_id, series_uid, {str(x) for x in paths}, shift=tuple(p.shift))
         if kind in ("plan_chain", "rtstruct", "beams"):
             struct = self.rtstruct(p, frame, series_uid, sops)
             case.rtstruct_sop_uids.add(struct)
@@ -339,7 +398,8 @@ class _Builder:
         self._unpaired(self.dose(p, frame), p, "AMBIGUOUS_IMAGE_SERIES")
         struct = self.rtstruct(p, frame, first, sops)  # a reference decides where the frame cannot
         self.cohort.cases[first] = ExpectedCase(p.patient_id, first, {str(x) for x in paths},
-                                                rtstruct_sop_uids={struct}, paired_by={struct: "REFERENCE"})
+                                                rtstruct_sop_uids={struct}, paired_by={struct: "REFERENCE"},
+                                                shift=tuple(p.shift))
         self.cohort.lonely_series.add(second)
 
     def trap_chain_contradiction(self, number: int) -> None:
@@ -350,7 +410,8 @@ class _Builder:
         plan = self.plan(p, frame_a, struct)
         self._unpaired(self.dose(p, frame_b, plan), p, "CHAIN_CONTRADICTS_FRAME_OF_REFERENCE")
         self.cohort.cases[first] = ExpectedCase(p.patient_id, first, {str(x) for x in paths},
-                                                rtstruct_sop_uids={struct}, paired_by={struct: "REFERENCE"})
+                                                rtstruct_sop_uids={struct}, paired_by={struct: "REFERENCE"},
+                                                shift=tuple(p.shift))
         self.cohort.lonely_series.add(second)
 
     def trap_chain_decides(self, number: int) -> None:
@@ -363,7 +424,8 @@ class _Builder:
         dose = self.dose(p, frame, plan)
         self.cohort.cases[first] = ExpectedCase(p.patient_id, first, {str(x) for x in paths}, dose_sop_uids={dose},
                                                 rtstruct_sop_uids={struct}, plan_sop_uids={plan},
-                                                paired_by={struct: "REFERENCE", dose: "PLAN_CHAIN"})
+                                                paired_by={struct: "REFERENCE", dose: "PLAN_CHAIN"},
+                                                shift=tuple(p.shift))
         self.cohort.lonely_series.add(second)
 
     def trap_seg_missing_series(self, number: int) -> None:
@@ -381,7 +443,8 @@ class _Builder:
                  self.dose(p, frame, plan, summation="BEAM", beam=2, units="RELATIVE")}
         self.cohort.cases[series_uid] = ExpectedCase(
             p.patient_id, series_uid, {str(x) for x in paths}, dose_sop_uids=set(beams), plan_sop_uids={plan},
-            beam_groups=[set(beams)], mixed_units=True, paired_by=dict.fromkeys(beams, "FRAME_OF_REFERENCE"))
+            beam_groups=[set(beams)], mixed_units=True, paired_by=dict.fromkeys(beams, "FRAME_OF_REFERENCE"),
+            shift=tuple(p.shift))
 
     def broken_files(self) -> None:
         """A CT slice cut in its pixel data, one cut in its header, non-DICOM files, hidden staging files."""
@@ -406,13 +469,14 @@ class _Builder:
 
 
 def build_cohort(root: str | Path, patients: int = 10, slices: int = 6, dose_frames: int = 4, seed: int = 0,
-                 traps: bool = True, data: str | Path | None = None) -> Cohort:
+                 traps: bool = True, data: str | Path | None = None, shift: bool = True) -> Cohort:
     """``patients`` normal patients (cycling plan chain, SEG, RTSTRUCT, per-beam doses, dose by frame of
-    reference) plus, with ``traps``, one patient per trap and the broken files; returns the expected pairing."""
+    reference) plus, with ``traps``, one patient per trap and the broken files; returns the expected pairing.
+    ``shift=False`` leaves every patient at the source position (the reference the shifted copies must match)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     sources = _sources(str(data or shared_data_dir()), slices)
-    builder = _Builder(root, sources, random.Random(seed), dose_frames)
+    builder = _Builder(root, sources, random.Random(seed), dose_frames, shift)
     for number in range(patients):
         builder.normal(number, NORMAL_KINDS[number % len(NORMAL_KINDS)])
     if traps:

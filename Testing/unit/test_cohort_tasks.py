@@ -92,3 +92,8 @@ def test_structures_become_masks_on_the_ct_grid_with_a_case_json(cohort_run):
         assert described["ct_series_uid"] == case["ct_series_uid"] and sorted(described["structures"]) == sorted(rois)
         ct = sitk.ReadImage(row["ct_path"])
         assert all(sitk.ReadImage(str(m)).GetSize() == ct.GetSize() for m in masks)
+        # the builder puts the contours on the (shifted) CT: every contoured ROI is a non-empty mask
+        rtstruct = pydicom.dcmread(case["rtstructs"][0]["path"])
+        contoured = sum(1 for c in rtstruct.ROIContourSequence if c.get("ContourSequence"))
+        filled = sum(1 for m in masks if np.count_nonzero(sitk.GetArrayFromImage(sitk.ReadImage(str(m)))))
+        assert filled == contoured >= 8, case["case_id"]
