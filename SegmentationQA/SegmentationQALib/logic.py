@@ -42,24 +42,19 @@ from DicomFidelityCommonLib.mrml import (
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
 from DicomFidelityCommonLib.safe_write import OutputTransaction, atomic_output_file, safe_file_name
-from DicomFidelityCommonLib.volume_files import check_image_header, check_nifti_voxels
+from DicomFidelityCommonLib.volume_files import check_image_header
+from SegmentationQALib.label_volume import (
+    LABEL_VOLUME_SUFFIXES,
+    SEGMENTATION_SUFFIXES,
+    read_label_volume,
+    volume_suffix,
+)
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
 from SegmentationQALib.seg.options import SegExportOptions, SegExportResult, SegLoadResult
 from SegmentationQALib.seg.read import load_seg
 from SegmentationQALib.seg.write import write_seg
 from SegmentationQALib.seg_nrrd import ALGORITHM_NAME_TAG, ALGORITHM_TYPE_TAG, write_seg_nrrd
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment, SegmentTerminology
-
-SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
-LABEL_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in (*SEGMENTATION_SUFFIXES, ".nii.gz"):
-        if name.endswith(suffix):
-            return suffix
-    return path.suffix.lower()
 
 
 class SegmentationQAMRMLLogic:
@@ -106,7 +101,7 @@ class SegmentationQAMRMLLogic:
         path = Path(path)
         if not path.is_file():
             raise InvalidInputFileError("no such file", path)
-        suffix = _suffix(path)
+        suffix = volume_suffix(path)
         if labels is not None and suffix not in LABEL_VOLUME_SUFFIXES:
             raise WrongModalityError("--labels describes the values of a label volume (.nii.gz, .nrrd); this file "
                                      "carries its own segment descriptions", path)
@@ -130,34 +125,9 @@ class SegmentationQAMRMLLogic:
             node, _ = self.loadDicomSeg(path, name=name)
             return node
         if suffix in LABEL_VOLUME_SUFFIXES:
-            import SimpleITK as sitk
-
-            check_nifti_voxels(path)
-            try:
-                image = sitk.ReadImage(str(path))
-            except RuntimeError as exc:
-                raise InvalidInputFileError(f"cannot read as a label volume ({str(exc).strip().splitlines()[-1]})",
-                                            path) from exc
-            if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
-                raise WrongModalityError("not a 3D single-component label volume", path)
-            values = sitk.GetArrayFromImage(image)
-            if values.dtype.kind == "f":
-                if not np.all(np.mod(values, 1) == 0):
-                    raise WrongModalityError("voxel values are not integer labels "
-                                             "(is this an image, not a segmentation?)", path)
-                values = values.astype(np.int32)
-            if values.min() < 0:
-                raise WrongModalityError("negative label values: not a label volume", path)
-            if values.max() > np.iinfo(np.uint16).max:  # would wrap around in the uint16 layer
-                raise WrongModalityError(f"label value {values.max()} above 65535, the most a segmentation holds", path)
-            values = values.astype(np.uint8 if values.max() < 256 else np.uint16)
-            layered = LayeredSegmentation.from_label_volume(VolumeGeometry.from_sitk(image), values)
-            if labels is not None:
-                from SegmentationQALib.labels import label_segmentation
-
-                layered, labelWarnings = label_segmentation(layered, labels)
-                if warnings is not None:
-                    warnings.extend(labelWarnings)
+            layered, labelWarnings = read_label_volume(path, labels)
+            if warnings is not None:
+                warnings.extend(labelWarnings)
             return self.segmentationNodeFromLayered(layered, name)
         raise InvalidInputFileError("unknown segmentation file type (use .seg.nrrd, .nrrd, .nii.gz or a DICOM SEG)",
                                     path)
@@ -221,7 +191,7 @@ class SegmentationQAMRMLLogic:
     def saveSegmentationFile(self, segmentationNode, path, referenceVolumeNode=None) -> str:
         """Write .seg.nrrd (overlaps kept) or a label volume (.nrrd/.nii.gz; overlapping segments are an error)."""
         path = Path(path)
-        suffix = _suffix(path)
+        suffix = volume_suffix(path)
         if suffix in SEGMENTATION_SUFFIXES:
             # One pass over the layers instead of Slicer's storage node (O(segments x voxels), see core/seg_nrrd).
             reference = self.geometryFromVolumeNode(referenceVolumeNode) if referenceVolumeNode is not None else None
