@@ -11,7 +11,13 @@ from pathlib import Path
 from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments
 from SegmentationQALib.cli_reference import add_reference_series_arguments, export_outputs, patient_info
 from SegmentationQALib.reference_series import ReferenceModality
-from SegmentationQALib.rtstruct import FidelityGateError, FidelityThresholds, RtStructExportOptions, Verdict
+from SegmentationQALib.rtstruct import (
+    FidelityGateError,
+    FidelityThresholds,
+    HoleEncoding,
+    RtStructExportOptions,
+    Verdict,
+)
 
 
 def _thresholds(args) -> FidelityThresholds:
@@ -41,7 +47,8 @@ def commandRtStructCheck(args) -> CommandResult:
     logic, node, volumeNode, folder = _loadInputs(args)
     loadTime = time.perf_counter() - start
     result = logic.rtstruct.checkFidelity(node, volumeNode, folder, _thresholds(args), args.report,
-                                          planesFromRtStruct=args.planes_from, progress=ProgressBar(not args.quiet))
+                                          planesFromRtStruct=args.planes_from, progress=ProgressBar(not args.quiet),
+                                          holes=HoleEncoding(args.holes))
     result.timings["load_inputs"] = loadTime
     result.timings["in_process_total"] = time.perf_counter() - start
     refused = None
@@ -59,7 +66,7 @@ def commandExportRtStruct(args) -> CommandResult:
     logic, node, volumeNode, folder = _loadInputs(args)
     loadTime = time.perf_counter() - start
     options = RtStructExportOptions(structure_set_label=args.label, series_description=args.series_description,
-                                    roi_interpreted_type=args.roi_interpreted_type)
+                                    roi_interpreted_type=args.roi_interpreted_type, holes=HoleEncoding(args.holes))
     try:
         result, fidelity = logic.rtstruct.export(
             node, volumeNode, args.output_dir, folder, args.export_reference, options, _thresholds(args),
@@ -109,6 +116,10 @@ def _common(parser, segmentation: bool = True) -> None:
         parser.add_argument("--lossy-volume-change", type=float, default=None,
                             help=f"percent; default {FidelityThresholds().lossy_volume_change_percent}")
         parser.add_argument("--lossy-dice", type=float, default=None, help=f"default {FidelityThresholds().lossy_dice}")
+        parser.add_argument("--holes", choices=[h.value for h in HoleEncoding], default=HoleEncoding.SEPARATE.value,
+                            help="how holes are written: 'separate' inner contours (read right by readers that XOR a "
+                                 "plane's contours, filled by union readers) or 'keyhole' (joined to the outer "
+                                 "contour by a 0.1-pixel channel: read right by both); default separate")
     add_common_arguments(parser)
 
 

@@ -10,7 +10,11 @@ with the original labelmap in patient space. Losses come from three places, each
 * coverage: parts beyond the first/last reference slice or outside the image rows/columns have no plane to go on;
 * contouring: voxel-centre round trip of our marching-squares contours is exact, but one-voxel-thin parts enclose
   only about half their voxel area, so planning systems that compute volume from contour area (and readers that
-  round vertices) see them differently; reported as thin voxels and as the contour-area volume change.
+  round vertices) see them differently; reported as thin voxels and as the contour-area volume change;
+* holes: written as separate inner contours (``HoleEncoding.SEPARATE``) they are read right only by readers that
+  XOR a plane's contours; the check rasterises each contour on its own and ORs them, as union readers do, and
+  warns how many holes (and voxels) those fill. Written as keyholes (``HoleEncoding.KEYHOLE``) the check
+  rasterises the keyholed polygons back both ways and reports what the channels cost (voxels, contour area).
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ import numpy as np
 from DicomFidelityCommonLib.errors import GateRefusedError
 from DicomFidelityCommonLib.geometry import VolumeGeometry, resample_labels
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
-from SegmentationQALib.rtstruct.contours import rasterize_contours, slice_contours
+from SegmentationQALib.rtstruct.contours import (
+    KEYHOLE_WIDTH_PIXELS,
+    HoleEncoding,
+    keyhole_contours,
+    rasterize_contours,
+    rasterize_union,
+    signed_area,
+    slice_contours,
+)
 from SegmentationQALib.segmentation import LayeredSegmentation
 
 
@@ -66,6 +78,11 @@ class SegmentContours:
     slices: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
     signed_areas: dict[int, list[float]] = field(default_factory=dict, repr=False)  # >0 island, <0 hole
     voxels: dict[int, int] = field(default_factory=dict, repr=False)  # voxels per plane the contours came from
+    encoding: HoleEncoding = HoleEncoding.SEPARATE
+    keyholes: dict[int, int] = field(default_factory=dict, repr=False)  # channels cut per plane (keyhole)
+    keyhole_area_pixels: float = 0.0  # contour area the channels take
+    keyhole_voxels_changed: int = 0  # voxels the keyholed polygons, read back either way, differ from the plane
+    union_voxels_gained: int = 0  # voxels a union reader fills beyond an even-odd reader (holes it fills)
 
     @property
     def contour_count(self) -> int:
@@ -77,7 +94,17 @@ class SegmentContours:
 
     @property
     def holes(self) -> int:
+        """Holes of the segment, however written (inner contours, or joined to an outer contour by a channel)."""
+        return self.separate_holes + self.keyhole_count
+
+    @property
+    def separate_holes(self) -> int:
+        """Holes written as inner contours of their own: what a union reader fills."""
         return sum(1 for areas in self.signed_areas.values() for a in areas if a < 0)
+
+    @property
+    def keyhole_count(self) -> int:
+        return sum(self.keyholes.values())
 
     def enclosed_area_pixels(self) -> float:
         """Even-odd area in pixels: our contours wind one way around islands and the other way around holes."""
@@ -110,6 +137,12 @@ class SegmentFidelity:
     resampling_gained: int
     beyond_reference_voxels: int
     worst_slice: int | None  # slice index on the segmentation grid
+    holes_encoding: str = HoleEncoding.SEPARATE.value
+    union_reader_holes_filled: int = 0  # holes written as inner contours: a union reader fills them
+    union_reader_voxels_gained: int = 0  # voxels it fills (reference planes), beyond what an even-odd reader reads
+    keyholes: int = 0  # channels joining a hole to its outer contour
+    keyhole_voxels_changed: int = 0  # voxels the keyholed polygons, read back (even-odd or union), lose or gain
+    keyhole_area_mm2: float = 0.0  # contour area the channels take
     picture: dict | None = field(default=None, repr=False)  # worst slice masks, for the report (not serialised)
 
     def to_json(self) -> dict:
@@ -120,6 +153,7 @@ class SegmentFidelity:
         for key in ("volume_change_percent", "contour_volume_change_percent"):
             data[key] = round(float(data[key]), 4)
         data["dice"] = round(float(self.dice), 6)
+        data["keyhole_area_mm2"] = round(float(self.keyhole_area_mm2), 4)
         data["hd95_mm"] = None if self.hd95_mm is None else round(float(self.hd95_mm), 4)
         return data
 
@@ -134,6 +168,7 @@ class FidelityResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     contours: list[SegmentContours] = field(default_factory=list, repr=False)  # what an export writes, reused by it
+    holes: HoleEncoding = HoleEncoding.SEPARATE
 
     @property
     def worst_verdict(self) -> Verdict:
@@ -142,8 +177,8 @@ class FidelityResult:
     def verdict_table(self) -> list[dict]:
         """Rows for a table widget: the columns a user decides on."""
         columns = ("name", "verdict", "voxels_lost", "voxels_gained", "volume_change_percent",
-                   "contour_volume_change_percent", "dice", "hd95_mm", "islands", "holes", "thin_voxels",
-                   "slices_affected")
+                   "contour_volume_change_percent", "dice", "hd95_mm", "islands", "holes",
+                   "union_reader_voxels_gained", "keyholes", "thin_voxels", "slices_affected")
         return [{c: s.to_json()[c] for c in columns} for s in self.segments]
 
     def to_json(self) -> dict:
@@ -154,12 +189,24 @@ class FidelityResult:
             "same_grid": self.same_grid,
             "segmentation_geometry": self.segmentation_geometry.to_json(),
             "reference_geometry": self.reference_geometry.to_json(),
-            "contour_geometry": "marching-squares iso-line at 0.5 on each reference image plane; islands outer, "
-                                "holes inner contours (no keyholes); read back even-odd by voxel-centre inclusion",
+            "holes_encoding": self.holes.value,
+            "contour_geometry": contour_geometry_text(self.holes),
             "segments": [s.to_json() for s in self.segments],
             "warnings": list(self.warnings),
             "timings_seconds": {k: round(v, 4) for k, v in self.timings.items()},
         }
+
+
+def contour_geometry_text(holes: HoleEncoding) -> str:
+    """One sentence on what the contours are, for reports."""
+    if holes == HoleEncoding.KEYHOLE:
+        return ("marching-squares iso-line at 0.5 on each reference image plane; islands outer contours, each hole "
+                f"joined to its outer contour by a {KEYHOLE_WIDTH_PIXELS:g}-pixel channel on a quarter-pixel line "
+                "(keyhole: one simple polygon per outer region); read back by voxel-centre inclusion, even-odd "
+                "and per-contour union alike")
+    return ("marching-squares iso-line at 0.5 on each reference image plane; islands outer, holes inner contours "
+            "(no keyholes); read back even-odd by voxel-centre inclusion (readers that take the union of a plane's "
+            "contours fill the holes)")
 
 
 def _object_slices(labels: np.ndarray) -> list:
@@ -184,39 +231,49 @@ def _union(a, b):
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
-def _signed_area(contour: np.ndarray) -> float:
-    x, y = contour[:, 0], contour[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-
-
-def contour_labels(mask: np.ndarray, offset: tuple[int, int, int], index: int,
-                   name: str) -> tuple[SegmentContours, np.ndarray]:
-    """Contours of a boolean block (slices, rows, cols) placed at ``offset`` on the reference grid,
-    and its round trip."""
-    result = SegmentContours(index=index, name=name)
+def contour_labels(mask: np.ndarray, offset: tuple[int, int, int], index: int, name: str,
+                   holes: HoleEncoding = HoleEncoding.SEPARATE) -> tuple[SegmentContours, np.ndarray]:
+    """Contours of a boolean block (slices, rows, cols) placed at ``offset`` on the reference grid, and its round
+    trip as an even-odd reader sees it. Planes with holes are also read as a union reader would (each contour
+    filled on its own, OR-ed): what that adds is counted, as is what keyhole channels change."""
+    holes = HoleEncoding(holes)
+    result = SegmentContours(index=index, name=name, encoding=holes)
     roundtrip = np.zeros_like(mask)
     k0, r0, c0 = offset
+    shift = np.array([c0, r0], dtype=float)
     for k in range(mask.shape[0]):
         plane = mask[k]
         if not plane.any():
             continue
         contours = slice_contours(plane)
+        if holes == HoleEncoding.KEYHOLE:
+            keyholed = keyhole_contours(contours)
+            if keyholed.bridges:
+                result.keyholes[k0 + k] = keyholed.bridges
+                result.keyhole_area_pixels += keyholed.area_pixels
+            contours = keyholed.polygons
+        areas = [signed_area(c) for c in contours]
         roundtrip[k] = rasterize_contours(contours, plane.shape)
-        shift = np.array([c0, r0], dtype=float)
+        if result.keyholes.get(k0 + k) or any(a < 0 for a in areas):
+            union = rasterize_union(contours, plane.shape)
+            result.union_voxels_gained += int(np.count_nonzero(union & ~roundtrip[k]))
+            if result.keyholes.get(k0 + k):
+                result.keyhole_voxels_changed += int(np.count_nonzero((roundtrip[k] | union) != plane))
         result.slices[k0 + k] = [c + shift for c in contours]
-        result.signed_areas[k0 + k] = [_signed_area(c) for c in contours]
+        result.signed_areas[k0 + k] = areas
         result.voxels[k0 + k] = int(np.count_nonzero(plane))
     return result, roundtrip
 
 
 def contour_segmentation(layered: LayeredSegmentation, reference: VolumeGeometry,
-                         progress: ProgressCallback | None = None) -> list[SegmentContours]:
+                         progress: ProgressCallback | None = None,
+                         holes: HoleEncoding = HoleEncoding.SEPARATE) -> list[SegmentContours]:
     """The contours an RTSTRUCT export writes for every segment, on the reference image planes (used by export)."""
-    contours, _ = _contour_all(layered, reference, progress, keep_roundtrip=False)
+    contours, _ = _contour_all(layered, reference, progress, keep_roundtrip=False, holes=holes)
     return contours
 
 
-def _contour_all(layered, reference, progress, keep_roundtrip):
+def _contour_all(layered, reference, progress, keep_roundtrip, holes=HoleEncoding.SEPARATE):
     progress = progress or no_progress
     contours: list[SegmentContours | None] = [None] * len(layered.segments)
     per_layer = {}
@@ -232,10 +289,11 @@ def _contour_all(layered, reference, progress, keep_roundtrip):
         for index, segment in members:
             box = _bbox(objects, segment.label_value)
             if box is None:
-                contours[index] = SegmentContours(index=index, name=segment.name)
+                contours[index] = SegmentContours(index=index, name=segment.name, encoding=HoleEncoding(holes))
             else:
                 block = on_reference[box] == segment.label_value
-                contours[index], back = contour_labels(block, tuple(s.start for s in box), index, segment.name)
+                contours[index], back = contour_labels(block, tuple(s.start for s in box), index, segment.name,
+                                                       holes)
                 if roundtrip is not None:
                     target = roundtrip[box]
                     target[back & (target == 0)] = segment.label_value
@@ -293,8 +351,11 @@ def _beyond_reference(mask: np.ndarray, offset, source: VolumeGeometry, referenc
 
 def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeometry,
                             thresholds: FidelityThresholds | None = None,
-                            progress: ProgressCallback | None = None, pictures: bool = True) -> FidelityResult:
-    """Predict, per segment, what an RTSTRUCT export on ``reference`` keeps (see the module docstring)."""
+                            progress: ProgressCallback | None = None, pictures: bool = True,
+                            holes: HoleEncoding | str = HoleEncoding.SEPARATE) -> FidelityResult:
+    """Predict, per segment, what an RTSTRUCT export on ``reference`` with ``holes`` encoding keeps (see the
+    module docstring)."""
+    holes = HoleEncoding(holes)
     thresholds = thresholds or FidelityThresholds()
     progress = progress or no_progress
     started = time.perf_counter()
@@ -304,7 +365,7 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
     if not same_grid:
         warnings.append("segmentation grid differs from the reference image grid: segments are resampled (nearest "
                         "voxel) onto the reference planes before contouring")
-    contours, per_layer = _contour_all(layered, reference, progress, keep_roundtrip=True)
+    contours, per_layer = _contour_all(layered, reference, progress, keep_roundtrip=True, holes=holes)
     contoured = time.perf_counter()
     voxel_mm3 = float(np.prod(source.spacing))
     reference_pixel_mm2 = float(reference.spacing[0] * reference.spacing[1])
@@ -378,7 +439,12 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
                 hd95_mm=hd95, slices_affected=slices_affected, islands=seg_contours.islands,
                 holes=seg_contours.holes, contours=seg_contours.contour_count, thin_voxels=thin,
                 resampling_lost=resampling_lost, resampling_gained=resampling_gained,
-                beyond_reference_voxels=beyond, worst_slice=worst, picture=picture)
+                beyond_reference_voxels=beyond, worst_slice=worst, holes_encoding=holes.value,
+                union_reader_holes_filled=seg_contours.separate_holes,
+                union_reader_voxels_gained=seg_contours.union_voxels_gained, keyholes=seg_contours.keyhole_count,
+                keyhole_voxels_changed=seg_contours.keyhole_voxels_changed,
+                keyhole_area_mm2=seg_contours.keyhole_area_pixels * reference_pixel_mm2, picture=picture)
+            warnings.extend(_hole_warnings(results[index], holes))
             done += 1
             progress(0.6 + 0.4 * done / max(1, len(layered.segments)), f"comparing {segment.name}")
     finished = time.perf_counter()
@@ -386,7 +452,22 @@ def check_rtstruct_fidelity(layered: LayeredSegmentation, reference: VolumeGeome
                           segmentation_geometry=source, reference_geometry=reference, same_grid=same_grid,
                           timings={"contour": contoured - started, "compare": finished - contoured,
                                    "total": finished - started},
-                          warnings=warnings, contours=list(contours))
+                          warnings=warnings, contours=list(contours), holes=holes)
+
+
+def _hole_warnings(segment: SegmentFidelity, holes: HoleEncoding) -> list[str]:
+    """What the hole encoding does to this segment in readers that do not XOR a plane's contours."""
+    found = []
+    if segment.union_reader_holes_filled:
+        found.append(f"{segment.name}: {segment.union_reader_holes_filled} holes are written as separate inner "
+                     "contours; readers that take the union of a plane's contours (plastimatch convert without "
+                     f"--xor-contours, some planning systems) fill them (+{segment.union_reader_voxels_gained} "
+                     "voxels on the reference planes)" + ("; export with --holes keyhole for such readers"
+                                                         if holes == HoleEncoding.SEPARATE else
+                                                         ": no keyhole channel could be cut for them"))
+    if segment.keyhole_voxels_changed:
+        found.append(f"{segment.name}: keyhole channels change {segment.keyhole_voxels_changed} voxels on read-back")
+    return found
 
 
 class FidelityGateError(GateRefusedError):

@@ -1,5 +1,6 @@
 """Read an RTSTRUCT into a layered segmentation: even-odd rule, voxel-centre inclusion (a contour inside another
-is a hole); overlapping ROIs go into separate layers, as Slicer stores them."""
+is a hole; a keyholed contour, a hole joined to its outer contour by a channel, reads the same); overlapping ROIs go
+into separate layers, as Slicer stores them."""
 
 from __future__ import annotations
 

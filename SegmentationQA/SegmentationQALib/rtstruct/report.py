@@ -11,12 +11,13 @@ import numpy as np
 
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from DicomFidelityCommonLib.safe_write import atomic_output_dir
-from SegmentationQALib.rtstruct.fidelity import FidelityResult, SegmentFidelity, Verdict
+from SegmentationQALib.rtstruct.fidelity import FidelityResult, SegmentFidelity, Verdict, contour_geometry_text
 
 CSV_COLUMNS = ("name", "verdict", "voxels_original", "voxels_lost", "voxels_gained", "volume_change_percent",
                "contour_volume_change_percent", "dice", "hd95_mm", "slices_affected", "islands", "holes", "contours",
                "thin_voxels", "resampling_lost", "resampling_gained", "beyond_reference_voxels", "worst_slice",
-               "reasons")
+               "holes_encoding", "union_reader_holes_filled", "union_reader_voxels_gained", "keyholes",
+               "keyhole_voxels_changed", "keyhole_area_mm2", "reasons")
 COLORS = {Verdict.LOSSLESS: "#2e7d32", Verdict.MINOR: "#f9a825", Verdict.LOSSY: "#c62828"}
 
 
@@ -113,7 +114,8 @@ def write_fidelity_report(result: FidelityResult, report_dir: str | Path, image:
 def _html(result: FidelityResult, pictures: dict[int, str]) -> str:
     columns = ("name", "verdict", "voxels_lost", "voxels_gained", "volume_change_percent",
                "contour_volume_change_percent", "dice", "hd95_mm", "slices_affected", "islands", "holes",
-               "thin_voxels", "resampling_lost", "beyond_reference_voxels", "reasons")
+               "union_reader_voxels_gained", "keyholes", "thin_voxels", "resampling_lost", "beyond_reference_voxels",
+               "reasons")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
     for segment in result.segments:
@@ -136,11 +138,11 @@ def _html(result: FidelityResult, pictures: dict[int, str]) -> str:
 <style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 6px;
 font-size:13px}} figure{{display:inline-block;margin:6px}} figcaption{{max-width:500px;font-size:12px}}</style></head>
 <body><h1>RTSTRUCT fidelity: {html.escape(result.worst_verdict.value)}</h1>
-<p>Contours: marching-squares outline at half a voxel on every reference image plane, islands and holes as separate
-closed planar contours, read back by voxel-centre inclusion with the even-odd rule, compared with the original
-labelmap on its own grid. Lossy when the voxel volume changes more than {t.lossy_volume_change_percent} %, Dice is
-below {t.lossy_dice}, more than {100 * t.lossy_thin_fraction:g} % of voxels are in one-voxel-thin parts, or the
-contour-area volume differs more than {t.lossy_contour_volume_change_percent} %.</p>
+<p>Contours (holes: {html.escape(result.holes.value)}): {html.escape(contour_geometry_text(result.holes))};
+compared with the original labelmap on its own grid. Lossy when the voxel volume changes more than
+{t.lossy_volume_change_percent} %, Dice is below {t.lossy_dice}, more than {100 * t.lossy_thin_fraction:g} % of
+voxels are in one-voxel-thin parts, or the contour-area volume differs more than
+{t.lossy_contour_volume_change_percent} %.</p>
 <p>{html.escape(" ".join(result.warnings))}</p>
 <table><tr>{head}</tr>{"".join(rows)}</table>
 <h2>Worst slices</h2>{images or "<p>Every segment is lossless.</p>"}

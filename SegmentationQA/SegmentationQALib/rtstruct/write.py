@@ -1,7 +1,8 @@
 """Write an RTSTRUCT from exactly the contours the fidelity check predicted from (one contouring path).
 
-Marching-squares polygons on each reference image plane, CLOSED_PLANAR, islands and holes as separate contours,
-each referencing its CT instance.
+Marching-squares polygons on each reference image plane, CLOSED_PLANAR, each referencing its CT instance; islands
+are separate contours, holes either separate inner contours or keyholed into their outer contour
+(``RtStructExportOptions.holes``, see contours.HoleEncoding).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from DicomFidelityCommonLib.errors import EmptySegmentationError, FrameOfReferen
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.safe_write import atomic_output_file
 from DicomFidelityCommonLib.values import ds_multi_value_bytes
+from SegmentationQALib.rtstruct.contours import HoleEncoding
 from SegmentationQALib.rtstruct.dataset import RT_STRUCTURE_SET_STORAGE, ReferenceImages
 from SegmentationQALib.rtstruct.fidelity import SegmentContours, contour_segmentation
 from SegmentationQALib.segmentation import LayeredSegmentation, Segment
@@ -40,6 +42,7 @@ class RtStructExportOptions:
     series_number: int = 3001
     roi_interpreted_type: str = ""  # Type 2; e.g. ORGAN, PTV. Empty: not stated.
     manufacturer: str = "DicomFidelity"
+    holes: HoleEncoding = HoleEncoding.SEPARATE  # separate inner contours (XOR readers) or keyholes (any reader)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class RtStructRoiReport:
     points: int
     observation_label: str
     warnings: list[str] = field(default_factory=list)
+    keyholes: int = 0  # holes joined to their outer contour by a channel
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -83,17 +87,21 @@ def _roi_color(segment: Segment) -> list[int]:
 def write_rtstruct(layered: LayeredSegmentation, reference: ReferenceImages | ImageSeries, output_path: str | Path,
                    options: RtStructExportOptions | None = None, contours: Sequence[SegmentContours] | None = None,
                    progress: ProgressCallback | None = None) -> RtStructExportResult:
-    """Write one RTSTRUCT with one ROI per segment (empty segments are skipped, with a warning)."""
+    """Write one RTSTRUCT with one ROI per segment (empty segments are skipped, with a warning).
+
+    ``contours`` (from the fidelity check) are written as they are when their hole encoding is ``options.holes``;
+    otherwise the segmentation is contoured again with that encoding."""
     started = time.perf_counter()
     options = options or RtStructExportOptions()
+    holes = HoleEncoding(options.holes)
     progress = progress or no_progress
     if isinstance(reference, ImageSeries):
         reference = ReferenceImages.from_series(reference)
     if not reference.frame_of_reference_uid:
         raise FrameOfReferenceMismatchError("the reference images have no FrameOfReferenceUID")
     geometry = reference.geometry
-    if contours is None:
-        contours = contour_segmentation(layered, geometry, progress=lambda f, m: progress(0.5 * f, m))
+    if contours is None or any(c.encoding != holes for c in contours):
+        contours = contour_segmentation(layered, geometry, progress=lambda f, m: progress(0.5 * f, m), holes=holes)
     contoured = time.perf_counter()
     if not any(c.slices for c in contours):
         raise EmptySegmentationError("no segment has any voxel on the reference image planes; nothing to export")
@@ -212,7 +220,8 @@ def write_rtstruct(layered: LayeredSegmentation, reference: ReferenceImages | Im
         observation.RTROIInterpretedType = options.roi_interpreted_type
         observation.ROIInterpreter = ""
         observation_items.append(observation)
-        reports.append(RtStructRoiReport(roi_number, name, len(items), points, label, sorted(set(roi_warnings))))
+        reports.append(RtStructRoiReport(roi_number, name, len(items), points, label, sorted(set(roi_warnings)),
+                                         seg_contours.keyhole_count))
         warnings.extend(f"{name}: {w}" for w in sorted(set(roi_warnings)))
         progress(0.5 + 0.4 * (index + 1) / len(layered.segments), f"writing {name}")
     ds.StructureSetROISequence = DicomSequence(roi_items)
