@@ -19,6 +19,7 @@ from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModali
 from SegmentationQALib.rtstruct import (
     FidelityResult,
     FidelityThresholds,
+    HoleEncoding,
     ReferenceImages,
     RtStructCheckResult,
     RtStructExportOptions,
@@ -64,18 +65,28 @@ class RtStructLogic:
             return ReferenceImages.from_series(series), image, geometry
         return None, image, geometry
 
+    def checkFrameOfReference(self, segmentationNode, reference: ReferenceImages | None, referenceVolumeNode,
+                              referenceDicomFolder) -> None:
+        """Contours from another frame of reference would land anywhere: refuse them as the SEG export does."""
+        if reference is not None:
+            where = referenceDicomFolder or (referenceVolumeNode.GetName() if referenceVolumeNode else "reference")
+            self.nodes.checkFrameOfReference(segmentationNode, reference.frame_of_reference_uid, where)
+
     def checkFidelity(self, segmentationNode, referenceVolumeNode=None, referenceDicomFolder=None,
                               thresholds: FidelityThresholds | None = None, reportDir=None,
-                              planesFromRtStruct=None, progress: ProgressCallback | None = None) -> FidelityResult:
-        """Per segment, what an RTSTRUCT export on the reference planes keeps (the segmentation on its own grid)."""
+                              planesFromRtStruct=None, progress: ProgressCallback | None = None,
+                              holes: HoleEncoding | str = HoleEncoding.SEPARATE) -> FidelityResult:
+        """Per segment, what an RTSTRUCT export on the reference planes with ``holes`` encoding keeps (the
+        segmentation on its own grid)."""
         start = time.perf_counter()
         progress = progress or no_progress
         reference, image, geometry = self.reference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
+        self.checkFrameOfReference(segmentationNode, reference, referenceVolumeNode, referenceDicomFolder)
         warnings: list[str] = []
         layered = self.nodes.layeredSegmentationFromNode(segmentationNode, None, warnings)
         readTime = time.perf_counter() - start
         result = check_rtstruct_fidelity(layered, reference.geometry if reference else geometry, thresholds,
-                                         lambda f, m: progress(0.9 * f, m))
+                                         lambda f, m: progress(0.9 * f, m), holes=HoleEncoding(holes))
         result.warnings = warnings + (reference.warnings if reference else []) + result.warnings
         result.timings["read_inputs"] = readTime
         if reportDir is not None:
@@ -96,12 +107,18 @@ class RtStructLogic:
                        thresholds: FidelityThresholds | None = None, failOn: Verdict | None = None,
                        planesFromRtStruct=None, referenceModality: ReferenceModality = ReferenceModality.CT,
                        patientInfo: PatientStudyInfo | None = None, fileName: str | None = None,
-                       progress: ProgressCallback | None = None) -> tuple[RtStructExportResult, FidelityResult]:
+                       progress: ProgressCallback | None = None,
+                       holes: HoleEncoding | str | None = None) -> tuple[RtStructExportResult, FidelityResult]:
         """Check, then write the RTSTRUCT from the very contours checked. ``failOn`` refuses the export (raises
         FidelityGateError, nothing written) when a segment is that bad. A reference volume not loaded from DICOM
-        is written as a new series into ``outputDir/reference`` with ``exportReference``."""
+        is written as a new series into ``outputDir/reference`` with ``exportReference``. ``holes`` (default
+        ``options.holes``: separate) says how holes are written: separate inner contours or keyholes."""
         start = time.perf_counter()
         progress = progress or no_progress
+        options = RtStructExportOptions(**vars(options)) if options is not None else RtStructExportOptions()
+        if holes is not None:
+            options.holes = HoleEncoding(holes)
+        options.holes = HoleEncoding(options.holes)
         outputDir = Path(outputDir)
         reference, image, geometry = self.reference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
         if reference is None and not exportReference:
@@ -109,10 +126,11 @@ class RtStructLogic:
                 f"reference volume {referenceVolumeNode.GetName()!r} was not loaded from DICOM, and an RTSTRUCT must "
                 "reference DICOM images; export it as a DICOM series too (--export-reference / exportReference=True) "
                 "or give the DICOM folder it came from")
+        self.checkFrameOfReference(segmentationNode, reference, referenceVolumeNode, referenceDicomFolder)
         warnings: list[str] = []
         layered = self.nodes.layeredSegmentationFromNode(segmentationNode, None, warnings)
         fidelity = check_rtstruct_fidelity(layered, reference.geometry if reference else geometry, thresholds,
-                                           lambda f, m: progress(0.5 * f, m))
+                                           lambda f, m: progress(0.5 * f, m), holes=options.holes)
         fidelity.warnings = warnings + fidelity.warnings
         gate(fidelity, failOn)
         series = None
@@ -123,7 +141,7 @@ class RtStructLogic:
                 reference = ReferenceImages.from_series(series)
                 if not reference.geometry.is_close(fidelity.reference_geometry, atol_mm=1e-4):
                     # The writer may store the slices in the other order; contour again on the written planes.
-                    fidelity = check_rtstruct_fidelity(layered, reference.geometry, thresholds)
+                    fidelity = check_rtstruct_fidelity(layered, reference.geometry, thresholds, holes=options.holes)
             name = fileName or f"{safe_file_name(segmentationNode.GetName())}.rtstruct.dcm"
             result = write_rtstruct(layered, reference, outputs.path(name), options, fidelity.contours,
                                     lambda f, m: progress(0.7 + 0.3 * f, m))
