@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class Run:
     json_path: Path | None = None
     expected_exit: int = 1
     notes: list[str] = field(default_factory=list)
+    file_size_limit: int | None = None  # RLIMIT_FSIZE for the run: a write past it fails as on a full disk
 
 
 # ---------------------------------------------------------------- low-level editing helpers
@@ -217,6 +219,91 @@ def _deflate_damage(damage: Callable[[Path], Path]):
         raw = bytearray(seg.read_bytes())
         seg.write_bytes(bytes(damage(raw, meta_end)))
         return _load_seg_run(work, seg)
+
+    return build
+
+
+def _seg_deflate_bomb(work: Path, data: Path) -> Run:
+    """A valid deflated BINARY SEG of three 65535x65535 frames of zeros: 1.6 GB of pixel data in 2 MB of stream,
+    every header check passed. Only a memory estimate from the header stops it before the inflate."""
+    ds = pydicom.dcmread(data / LIVER_SEG)
+    ds.Rows = ds.Columns = 65535
+    del ds.PixelData
+    body = pydicom.filebase.DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(body, ds)
+    length = (int(ds.NumberOfFrames) * 65535 * 65535 + 7) // 8
+    length += length % 2
+    prefix = body.getvalue() + b"\xe0\x7f\x10\x00OB\x00\x00" + struct.pack("<I", length)
+    chunk = 1 << 24
+    zeros = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = zeros.compress(bytes(chunk)) + zeros.flush(zlib.Z_FULL_FLUSH)  # byte-aligned, no final bit: repeatable
+    head = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    tail = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    seg = work / "hostile_seg.dcm"
+    meta = pydicom.filebase.DicomBytesIO()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    pydicom.filewriter.write_file_meta_info(meta, ds.file_meta)
+    with open(seg, "wb") as handle:
+        handle.write(bytes(128) + b"DICM" + meta.getvalue())
+        handle.write(head.compress(prefix) + head.flush(zlib.Z_FULL_FLUSH))
+        for _ in range(length // chunk):
+            handle.write(block)
+        handle.write(tail.compress(bytes(length % chunk)) + tail.flush(zlib.Z_FINISH))
+    return _load_seg_run(work, seg)
+
+
+def _label_nifti_header_huge(work: Path, data: Path) -> Run:
+    """A gzipped NIfTI whose header claims 1500^3 int32 voxels (13 GB) but holds a few bytes of them."""
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, 1500, 1500, 1500, 1, 1, 1, 1)
+    struct.pack_into("<hh", header, 70, 8, 32)  # DT_INT32
+    struct.pack_into("<8f", header, 76, 1, 1, 1, 1, 1, 1, 1, 1)
+    struct.pack_into("<f", header, 108, 352)
+    header[344:348] = b"n+1\0"
+    labels = work / "hostile_labels.nii.gz"
+    labels.write_bytes(gzip.compress(bytes(header) + bytes(4) + bytes(4096)))
+    return _label_export_run(work, data, labels)
+
+
+def _seg_duplicate_frame_positions(work: Path, data: Path) -> Run:
+    """Two frames of the liver segment on one plane: loading would overwrite one and derive a wrong slice step."""
+    def edit(ds: Dataset) -> None:
+        frames = ds.PerFrameFunctionalGroupsSequence
+        frames[1].PlanePositionSequence[0].ImagePositionPatient = list(
+            frames[0].PlanePositionSequence[0].ImagePositionPatient)
+
+    return _seg_case(edit)(work, data)
+
+
+def _seg_other_frame_of_reference(command: str):
+    """A SEG on another frame of reference than the CT it is exported on: its contours would land anywhere."""
+    def build(work: Path, data: Path) -> Run:
+        seg = _edit(data / LIVER_SEG, lambda ds: setattr(ds, "FrameOfReferenceUID", generate_uid()),
+                    work / "hostile_seg.dcm")
+        out = work / "out"
+        output = ["--report", str(out)] if command == "rtstruct-check" else ["--output-dir", str(out)]
+        return Run("segqa", [command, "--segmentation", str(seg), "--reference", str(data / CT3), *output, "--quiet"],
+                   out, {seg.name})
+
+    return build
+
+
+def _disk_full(command: str):
+    """Outputs that stop growing at 1 KB (RLIMIT_FSIZE: what a full disk does to a write), for each writer."""
+    def build(work: Path, data: Path) -> Run:
+        out = work / "out"
+        labels, reference = data / TOTALSEG / "example_seg_fast_force_split.nii.gz", data / CT3
+        if command == "export-seg":
+            args = ["export-seg", "--segmentation", str(labels), "--reference",
+                    str(data / TOTALSEG / "example_ct_sm.nii.gz"), "--export-reference", "--output-dir", str(out)]
+        elif command == "export-rtstruct":
+            args = ["export-rtstruct", "--segmentation", str(data / LIVER_SEG), "--reference", str(reference),
+                    "--output-dir", str(out)]
+        else:
+            args = ["load-seg", str(data / LIVER_SEG), "--output", str(out / "liver.seg.nrrd")]
+        return Run("segqa", [*args, "--quiet"], out, {"out", "liver.seg.nrrd"}, file_size_limit=1024)
 
     return build
 
@@ -721,6 +808,11 @@ CASES: dict[str, Callable[[Path, Path], Run]] = {
     "seg-orientation-zero": _seg_case(_seg_shared_orientation("0\\0\\0\\0\\0\\0")),
     "seg-deflate-corrupt": _deflate_damage(_garble_stream),
     "seg-deflate-truncated": _deflate_damage(_cut_stream),
+    "seg-deflate-bomb": _seg_deflate_bomb,
+    "seg-duplicate-frame-positions": _seg_duplicate_frame_positions,
+    "export-rtstruct-seg-other-frame-of-reference": _seg_other_frame_of_reference("export-rtstruct"),
+    "rtstruct-check-seg-other-frame-of-reference": _seg_other_frame_of_reference("rtstruct-check"),
+    "export-seg-seg-other-frame-of-reference": _seg_other_frame_of_reference("export-seg"),
     # label volumes
     "label-nifti-value-70000": _label_nifti_case(_with_value(70000, np.int32)),
     "label-nifti-nan": _label_nifti_case(_with_value(np.nan, np.float32)),
@@ -729,6 +821,7 @@ CASES: dict[str, Callable[[Path, Path], Run]] = {
     "label-nifti-fractional": _label_nifti_case(_with_value(1.5, np.float32)),
     "label-nifti-4d": _label_nifti_case(_four_d),
     "label-nifti-zero-spacing": _label_nifti_zero_spacing,
+    "label-nifti-header-1500-cubed": _label_nifti_header_huge,
     "label-nrrd-value-70000": _nrrd_case("hostile_labels.nrrd", dtype="int32",
                                          values=_with_value(70000, np.int32)),
     "label-nrrd-nan": _nrrd_case("hostile_labels.nrrd", dtype="float", values=_with_value(np.nan, np.float32)),
@@ -785,4 +878,7 @@ CASES: dict[str, Callable[[Path, Path], Run]] = {
     "load-output-unknown-type": _load_output_unknown_type,
     "dose-output-under-a-file": _dose_output_under_file,
     "dose-report-under-a-file": _report_under_file,
+    "disk-full-export-seg": _disk_full("export-seg"),
+    "disk-full-export-rtstruct": _disk_full("export-rtstruct"),
+    "disk-full-load-seg": _disk_full("load-seg"),
 }

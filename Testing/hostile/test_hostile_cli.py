@@ -24,6 +24,8 @@ import pydicom
 import pytest
 from hostile.builders import CASES, CT3, LIVER_LABEL, TOTALSEG, Run
 
+from DicomFidelityCommonLib.safe_write import STAGING_PREFIX
+
 BIN = Path(sys.executable).parent
 MEMORY_CEILING_BYTES = 1 << 30
 ADDRESS_SPACE_LIMIT = 4 << 30  # so a runaway allocation fails (MemoryError) instead of taking the machine
@@ -43,8 +45,13 @@ class Outcome:
     timed_out: bool = False
 
 
-def _limits() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+def _limits(file_size_limit: int | None = None):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+        if file_size_limit is not None:  # Python ignores SIGXFSZ: the write fails with EFBIG, as on a full disk
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return apply
 
 
 def _command(name: str) -> str:
@@ -59,7 +66,8 @@ def run_cli(run: Run, work: Path) -> Outcome:
     start = time.perf_counter()
     with open(out_file, "wb") as stdout, open(err_file, "wb") as stderr:
         process = subprocess.Popen([_command(run.command), *run.args], stdout=stdout, stderr=stderr,
-                                   stdin=subprocess.DEVNULL, preexec_fn=_limits, cwd=work)
+                                   stdin=subprocess.DEVNULL, preexec_fn=_limits(run.file_size_limit),
+                                   cwd=work)
         timer = threading.Timer(TIMEOUT_SECONDS, process.kill)
         timer.start()
         try:
@@ -93,6 +101,8 @@ def verdict(outcome: Outcome) -> str:
     if outcome.returncode != outcome.run.expected_exit:
         return "wrong-exit"
     if len(errors) != 1 or not any(name in errors[0] for name in outcome.run.names):
+        return "wrong-file-named"
+    if STAGING_PREFIX in errors[0] or ".partial" in errors[0]:  # a hidden temporary name means nothing to a user
         return "wrong-file-named"
     return "clean"
 
