@@ -20,11 +20,26 @@ make_peer_venv() {  # peers that pin old numpy/pydicom get their own environment
 }
 
 system_packages() {
-  # plastimatch is a peer our dose tests and benchmarks compare against (Debian package).
-  if ! command -v plastimatch >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "[setup] apt-get install plastimatch" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq plastimatch >/dev/null) \
-      || echo "[setup] warning: could not install plastimatch" >&2
+  # Peers and servers the tests and benchmarks use (Debian packages): plastimatch (dose and RTSTRUCT peer), Orthanc
+  # (the PACS the send tests start on 127.0.0.1 themselves, by PID).
+  local wanted="plastimatch orthanc orthanc-dicomweb" missing=""
+  for package in $wanted; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+  done
+  if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] apt-get install$missing" >&2
+    local policy=/usr/sbin/policy-rc.d created=""
+    if [ ! -e "$policy" ]; then  # packages may not start their services (Orthanc's listens on every interface)
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created=1
+    fi
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing \
+      >/dev/null) || echo "[setup] warning: could not install$missing" >&2
+    if [ -n "$created" ]; then rm -f "$policy"; fi
+  fi
+  if dpkg -s orthanc >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then  # never the system service: tests run their own
+    service orthanc stop >/dev/null 2>&1 || true
+    update-rc.d orthanc disable >/dev/null 2>&1 || true
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now orthanc >/dev/null 2>&1 || true; fi
   fi
 }
 

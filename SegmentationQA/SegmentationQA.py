@@ -147,7 +147,24 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._compareImages = {}
         self.ui.checkRtStructButton.connect("clicked(bool)", self.onCheckRtStruct)
         self.ui.exportRtStructButton.connect("clicked(bool)", self.onExportRtStruct)
+        self._addSendRow()
         self.initializeParameterNode()
+
+    def _addSendRow(self) -> None:
+        """'Send to': the last SEG/RTSTRUCT export (and its written reference) to a PACS, as `segqa send` does."""
+        self.sendToLineEdit, self.sendButton = qt.QLineEdit(), qt.QPushButton("Send last export")
+        self.sendToLineEdit.placeholderText = "AET@host:port or http(s)://host/dicom-web"
+        self.sendButton.enabled = False
+        row = qt.QHBoxLayout()
+        row.addWidget(self.sendToLineEdit)
+        row.addWidget(self.sendButton)
+        self.ui.exportSegButton.parentWidget().layout().addRow("Send to:", row)
+        self.sendButton.connect("clicked(bool)", self.onSend)
+
+    def _rememberExport(self, written: list[str], referenceVolume) -> None:
+        series = self.logic.referenceSeriesForVolume(referenceVolume) if referenceVolume is not None else None
+        self._lastExport = (written, [str(path) for path in series.paths] if series is not None else [])
+        self.sendButton.enabled = True
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -217,6 +234,23 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 dialog.close()
             self._showResult(f"Wrote {result.seg_path} ({result.seg_type.upper()}, {len(result.segments)} segments) "
                              f"in {result.timings['total']:.1f} s.", result.warnings)
+            self._rememberExport([result.seg_path, *result.reference_paths], p.referenceVolume)
+
+    def onSend(self) -> None:
+        from DicomFidelityCommonLib.pacs import send_files
+        from SegmentationQALib.seg.to_binary import LabelmapToBinaryConverter
+
+        written, references = self._lastExport  # set by _rememberExport: the button is enabled only after an export
+        with slicer.util.tryWithErrorDisplay("Sending failed.", waitCursor=True):
+            ensureDependencies()
+            dialog, progress = self._progressDialog("Sending")
+            try:
+                result = send_files(written, self.sendToLineEdit.text, progress=progress,
+                                    converter=LabelmapToBinaryConverter([*written, *references]))
+            finally:
+                dialog.close()
+            self._showResult(f"{result.summary()}.",
+                             [f"{o.path}: {o.problem}" for o in result.failed] + result.warnings)
 
     def onLoadSeg(self) -> None:
         path = qt.QFileDialog.getOpenFileName(None, "Load DICOM SEG", "", "DICOM (*.dcm);;All files (*)")
@@ -327,6 +361,7 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             finally:
                 dialog.close()
             self._showResult(f"Wrote {written.path}.", written.warnings)
+            self._rememberExport([written.path, *written.reference_paths], p.referenceVolume)
 
     def _showResult(self, message: str, warnings: list[str]) -> None:
         self.ui.progressBar.setValue(100)

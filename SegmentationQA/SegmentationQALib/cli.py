@@ -27,6 +27,7 @@ from DicomFidelityCommonLib.errors import EmptySegmentationError  # noqa: E402
 from SegmentationQALib.cli_compare import add_compare_command  # noqa: E402
 from SegmentationQALib.cli_reference import add_reference_series_arguments, export_outputs, patient_info  # noqa: E402
 from SegmentationQALib.cli_rtstruct import add_rtstruct_commands  # noqa: E402
+from SegmentationQALib.cli_send import add_send_command, add_send_options, send_paths  # noqa: E402
 from SegmentationQALib.reference_series import ReferenceModality  # noqa: E402
 from SegmentationQALib.seg.options import Compatibility, Compression, SegExportOptions, SegType  # noqa: E402
 
@@ -90,10 +91,17 @@ def commandExportSeg(args) -> CommandResult:
     result.timings["load_inputs"] = loadTime
     result.timings["in_process_total"] = time.perf_counter() - start
     outputs = export_outputs("seg", result.seg_path, result.reference_paths)
-    return CommandResult(
-        f"wrote {result.seg_path} ({result.seg_type.upper()}, {len(result.segments)} segments, "
-        f"{result.file_size_bytes / 1e6:.2f} MB) in {result.timings['in_process_total']:.2f} s",
-        outputs, result.warnings, result.timings, result.to_json())
+    message = (f"wrote {result.seg_path} ({result.seg_type.upper()}, {len(result.segments)} segments, "
+               f"{result.file_size_bytes / 1e6:.2f} MB) in {result.timings['in_process_total']:.2f} s")
+    details, refused = result.to_json(), None
+    if args.send_to:  # the SEG and a reference series written with it; a DICOM reference is there already
+        sent = send_paths([result.seg_path, *result.reference_paths], args,
+                          [referenceFolder] if referenceFolder else [])
+        details["send"], refused = sent.to_json(), sent.first_failure()
+        result.warnings += sent.warnings
+        result.timings["send"] = sent.timings["total"]
+        message += f"; {sent.summary()}"
+    return CommandResult(message, outputs, result.warnings, result.timings, details, refused)
 
 
 def commandLoadSeg(args) -> CommandResult:
@@ -139,6 +147,7 @@ def buildParser() -> argparse.ArgumentParser:
     export.add_argument("--labels", metavar="SPEC", default=None,
                         help="what a label volume's values mean: dcmqi JSON, Slicer colour table, ITK-SNAP labels, "
                              "or a built-in map (totalsegmentator:total, moose:clin_ct_organs, ...)")
+    add_send_options(export, "--send", required=False)
     add_common_arguments(export)
     export.set_defaults(func=commandExportSeg)
 
@@ -150,6 +159,7 @@ def buildParser() -> argparse.ArgumentParser:
 
     add_rtstruct_commands(sub, makeLogic, loadReference)
     add_compare_command(sub, makeLogic, loadReference)
+    add_send_command(sub)
     return parser
 
 

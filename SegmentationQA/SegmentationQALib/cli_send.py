@@ -1,0 +1,60 @@
+"""`segqa send FILES... --to DEST`, and `export-seg --send DEST`: the shared sender (DicomFidelityCommonLib.pacs)
+with SegmentationQA's LABELMAP -> BINARY converter injected. Registered by cli.py.
+
+DEST is ``AET@host:port`` (C-STORE) or an ``http(s)://.../dicom-web`` base URL (STOW-RS). Contract:
+DicomFidelityCommonLib.cli's; an unreachable destination is one ``error:`` line and exit 1, an object the peer
+refuses is reported in the --json ``objects`` and makes the exit code 1 after the others were sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments
+from DicomFidelityCommonLib.pacs import DEFAULT_CALLING_AET, SendResult, send_files
+from SegmentationQALib.seg.to_binary import LabelmapToBinaryConverter
+
+
+def add_send_options(parser, destination_flag: str = "--to", required: bool = True) -> None:
+    """The destination and our own calling AE title (for `send`, and `--send` on the export commands)."""
+    parser.add_argument(destination_flag, dest="send_to", metavar="DEST", required=required, default=None,
+                        help="AET@host:port (DICOM C-STORE) or http(s)://host/.../dicom-web (DICOMweb STOW-RS)")
+    parser.add_argument("--aet", default=DEFAULT_CALLING_AET,
+                        help=f"our calling AE title for C-STORE (default {DEFAULT_CALLING_AET})")
+    parser.add_argument("--send-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="network timeout (connection, association, each response)")
+
+
+def send_paths(paths: Iterable[str | Path], args, references: Iterable[str | Path] = (),
+               progress=None) -> SendResult:
+    """Send ``paths``; a LABELMAP SEG the peer refuses goes as BINARY, its reference series taken from the files
+    sent or ``references``."""
+    paths = [Path(p) for p in paths]
+    converter = LabelmapToBinaryConverter([*paths, *references])
+    result = send_files(paths, args.send_to, calling_aet=args.aet, converter=converter, progress=progress,
+                        timeout=args.send_timeout, keep_converted=getattr(args, "keep_converted", None))
+    for source, written in converter.results.items():
+        result.warnings.extend(f"{source}: {warning}" for warning in written.warnings)
+    return result
+
+
+def commandSend(args) -> CommandResult:
+    result = send_paths(args.files, args, args.reference or (), ProgressBar(not args.quiet))
+    outputs = {"converted": [o.converted_path for o in result.objects if o.converted_path]} \
+        if args.keep_converted else {}
+    return CommandResult(f"{result.summary()} in {result.timings['total']:.2f} s", outputs, result.warnings,
+                         result.timings, result.to_json(), result.first_failure())
+
+
+def add_send_command(sub) -> None:
+    send = sub.add_parser("send", help="send DICOM files (SEG, RTSTRUCT, RTDOSE, image series) to a PACS")
+    send.add_argument("files", nargs="+", metavar="FILE", help="DICOM files or folders (searched recursively)")
+    add_send_options(send)
+    send.add_argument("--reference", action="append", metavar="DIR",
+                      help="folder of the series a LABELMAP SEG references, when it is not among FILES (needed "
+                           "only if the peer refuses LABELMAP and the SEG must go as BINARY); repeatable")
+    send.add_argument("--keep-converted", metavar="DIR", default=None,
+                      help="keep the BINARY SEGs made for a peer without LABELMAP in this folder")
+    add_common_arguments(send)
+    send.set_defaults(func=commandSend)
