@@ -494,7 +494,7 @@ class SegmentationQAMRMLLogic:
         source = segmentationNode.GetAttribute(SOURCE_FILE_ATTRIBUTE)
         raise FrameOfReferenceMismatchError(
             f"segmentation {segmentationNode.GetName()!r} is in frame of reference {expected}, the reference "
-            f"{Path(referencePath).name if source else 'series'} in {referenceFrameOfReferenceUid}; register them "
+            f"{referencePath if source else 'series'} in {referenceFrameOfReferenceUid}; register them "
             "first", source or referencePath, "FrameOfReferenceUID")
 
     @with_paused_gc
