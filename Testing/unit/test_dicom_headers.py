@@ -263,3 +263,127 @@ def test_series_reads_whole_headers_only_when_asked(tmp_path):
     assert series.datasets._loaded[0] is not None and all(d is None for d in series.datasets._loaded[1:])
     assert [float(ds.ImagePositionPatient[2]) for ds in series.datasets] == [0, 2.5, 5, 7.5]
     assert_same_header(series.datasets[2], _pydicom(series.paths[2]))
+
+
+# ------------------------------------------------------------------------------------------------ partial headers
+PARTIAL_KEYWORDS = ("SOPInstanceUID", "PatientID", "PatientName", "StudyDate", "Modality", "ImagePositionPatient",
+                    "PixelSpacing", "Rows", "NumberOfFrames", "AnatomicRegionSequence", "ReferencedSeriesSequence",
+                    "ReferencedFrameOfReferenceSequence", "ReferencedRTPlanSequence", "ReferencedStructureSetSequence",
+                    "SegmentSequence", "SharedFunctionalGroupsSequence")
+
+
+def _elements(dataset) -> list[tuple]:
+    return [(e.tag, e.VR, e.value, e.file_tell, e.is_undefined_length) for e in dataset.iterall()]
+
+
+def assert_partial_is_the_full_header_cut(partial, full, keywords):
+    assert type(partial) is type(full)
+    assert partial.preamble == full.preamble and partial.file_meta == full.file_meta
+    assert partial.original_encoding == full.original_encoding
+    assert partial.original_character_set == full.original_character_set
+    cut = Dataset()
+    for element in full:  # the kept elements (and the character set), each converted as pydicom converts it
+        if element.keyword in keywords or element.tag == 0x00080005:
+            cut.add(element)
+    assert _elements(partial) == _elements(cut)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: "/".join(p.parts[-3:]))
+def test_partial_header_is_the_full_header_cut_to_its_keywords(path):
+    """read_partial_header steps over what it is not asked for (undefined-length sequences too) and keeps the rest
+    exactly as read_header reads it; it covers every file of the real data, and refuses what the full fast path
+    refuses (pydicom's reader then judges)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        partial = dicom_headers.read_partial_header(path, PARTIAL_KEYWORDS)
+        if not _covered(path):
+            assert partial is None
+            return
+        full = _fast(path)
+    if shared_data_dir() in path.parents:
+        assert partial is not None
+    if partial is not None:
+        assert_partial_is_the_full_header_cut(partial, full, PARTIAL_KEYWORDS)
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+@pytest.mark.parametrize("keep", [False, True], ids=["sequence-skipped", "sequence-kept"])
+def test_partial_header_of_synthetic_slice(tmp_path, syntax, keep):
+    ds = _slice()
+    ds["AnatomicRegionSequence"].is_undefined_length = True  # nested undefined lengths: skipped by their delimiters
+    for item in ds.AnatomicRegionSequence:
+        item.is_undefined_length_sequence_item = True
+    ds.AnatomicRegionSequence[1]["ConceptNameCodeSequence"].is_undefined_length = True
+    path = _write(tmp_path, "slice.dcm", ds, syntax)
+    keywords = ("PatientName", "ImagePositionPatient", "Rows", *(["AnatomicRegionSequence"] if keep else []))
+    partial = dicom_headers.read_partial_header(path, keywords)
+    assert_partial_is_the_full_header_cut(partial, _pydicom(path), keywords)
+    assert partial.PatientName == "Müller^Jürgen" and ("AnatomicRegionSequence" in partial) == keep
+    assert 0x00091001 not in partial and "SOPInstanceUID" not in partial
+
+
+def test_read_values_of_a_file_cut_inside_a_long_element(tmp_path):
+    """Past the first read (4 KB) the values are read on; a file that ends inside an element is the full reader's
+    (pydicom's), as read_header leaves it."""
+    path = _write(tmp_path, "slice.dcm", _slice(), ExplicitVRLittleEndian)
+    data = path.read_bytes()
+    assert data.index(b"PRIVATE CREATOR") + 40000 > dicom_headers.FIRST_VALUES_BYTES
+    assert dicom_headers.read_values(path, ["ImagePositionPatient"])[0][0] == (-125.0, 7.5, 100.0)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: data.index(b"PRIVATE CREATOR") + 200])
+    assert dicom_headers.read_values(cut, ["ImagePositionPatient"]) is None and not _covered(cut)
+    assert dicom_headers.read_values(cut, ["SOPInstanceUID"])[0] == [_pydicom(path).SOPInstanceUID]
+
+
+# ------------------------------------------------------------------------------------------------ raw items
+def _pydicom_value(element):
+    """What header_values (and RawItem.get) give for an element pydicom converted; IS as int."""
+    value = element.value
+    if value is None or value == "":
+        return None
+    many = isinstance(value, (list, pydicom.multival.MultiValue))
+    if element.VR == "DS":
+        return tuple(float(v) for v in value) if many else (float(value),)
+    if element.VR in ("US", "IS"):
+        return None if many else int(value)
+    return str(value[0] if many else value) or None
+
+
+def _compare_items(raw_items, items, counts) -> None:
+    assert len(raw_items) == len(items)
+    for raw, item in zip(raw_items, items):
+        assert set(raw.elements) == {int(tag) for tag in item.keys()}
+        for element in item:
+            if not element.keyword:
+                continue
+            if element.VR == "SQ":
+                _compare_items(raw.items(element.keyword), list(element.value), counts)
+            elif element.VR in ("UI", "CS", "DS", "US", "IS"):
+                expected = _pydicom_value(element)
+                if expected is None and element.VR in ("US", "IS") and element.value not in (None, ""):
+                    with pytest.raises(dicom_headers.NotRaw):  # several values: pydicom's to convert
+                        raw.get(element.keyword)
+                    continue
+                assert raw.get(element.keyword) == expected, element.keyword
+                counts[element.VR] = counts.get(element.VR, 0) + 1
+
+
+def test_raw_items_equal_pydicom_values(shared_data):
+    """Every sequence of every file of the real data, read raw (RawItem, no dataset per item): the same items, the
+    same elements in each, and the same UI, CS, DS, US and IS values as pydicom converts them."""
+    counts: dict[str, int] = {}
+    sequences = 0
+    for path in (p for p in FILES if shared_data in p.parents):
+        fast, slow = _fast(path), _pydicom(path)
+        for element in slow:
+            if element.VR != "SQ" or not element.keyword:
+                continue
+            raw = dicom_headers.raw_items(fast, element.keyword)
+            if raw is None:  # undefined length: pydicom's reader has parsed it already
+                assert fast[element.tag].is_undefined_length
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _compare_items(raw, list(element.value), counts)
+            sequences += 1
+    assert sequences > 500 and counts.get("UI", 0) > 2000 and counts.get("IS", 0) > 10 and counts.get("DS", 0) > 100
