@@ -22,7 +22,8 @@ SLICER_BUNDLED = frozenset({"numpy", "pydicom", "highdicom", "SimpleITK", "vtk",
 # Distribution name -> import name, where they differ.
 IMPORT_NAMES = {"scikit-image": "skimage", "pynrrd": "nrrd", "pylibjpeg-libjpeg": "libjpeg",
                 "pylibjpeg-openjpeg": "openjpeg", "pylibjpeg-rle": "rle", "pillow": "PIL",
-                "dicomweb-client": "dicomweb_client", "simpleitk": "SimpleITK"}
+                "dicomweb-client": "dicomweb_client", "simpleitk": "SimpleITK",
+                "python-gdcm": "gdcm"}
 DISTRIBUTION = "dicomfidelity"
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 

@@ -3,7 +3,8 @@
 - ``write_seg`` (seg.write): a LayeredSegmentation on a reference series -> one SEG file. Two named writers
   (``SegWriter``), chosen in one place (``choose_writer``): STREAMED (seg.streamed + seg.stream_write: highdicom
   builds a one-plane template, frames and per-frame groups are streamed, deflated on all cores) wherever pixel data
-  is native; HIGHDICOM (highdicom builds every frame) for RLE / JPEG-LS / JPEG 2000 and as the test oracle.
+  is native, and for RLE Lossless LABELMAP (frames encoded by GDCM or pylibjpeg-rle); HIGHDICOM (highdicom builds
+  every frame) for JPEG-LS / JPEG 2000, BINARY outside native syntaxes, and as the test oracle.
 - ``load_seg`` (seg.read): any patient-space SEG -> LayeredSegmentation. ``SegReader.BULK`` (seg.fast_read, pixel
   data streamed by seg.stream_read) where it applies, highdicom otherwise.
 - seg.describe: segment descriptions both ways (names, colours, coded terminology, algorithm).

@@ -27,7 +27,8 @@ class SegWriter(enum.Enum):
     (tested attribute by attribute and pixel by pixel)."""
 
     STREAMED = "streamed"  # highdicom builds a one-plane template; per-frame groups and frames are streamed as bytes
-    HIGHDICOM = "highdicom"  # highdicom builds every frame: the reference path, and the one for encapsulated syntaxes
+    # (native pixel data; RLE Lossless LABELMAP, its frames encoded by GDCM or pylibjpeg-rle)
+    HIGHDICOM = "highdicom"  # highdicom builds every frame: the reference path, and the one for JPEG-LS, JPEG 2000
 
 
 class SegReader(enum.Enum):

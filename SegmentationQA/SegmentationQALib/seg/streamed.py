@@ -1,4 +1,5 @@
-"""Fast path for writing BINARY and LABELMAP SEGs with native pixel data (uncompressed or deflated).
+"""Fast path for writing BINARY and LABELMAP SEGs with native pixel data (uncompressed or deflated), and LABELMAP
+SEGs with RLE Lossless pixel data.
 
 highdicom needs one boolean volume per segment at once for BINARY ((slices, rows, columns, segments): 52 GB for
 1000 segments on a 512x512x200 grid), builds a pydicom Dataset per frame, and encodes the frames one by one.
@@ -6,22 +7,24 @@ Here highdicom still builds and validates everything that is not per-frame (segm
 functional groups, dimension index, patient/study, references), from a one-plane template. The per-frame
 functional groups are assembled as bytes from pre-encoded pieces, and the frames are streamed straight from the
 label layers: LABELMAP slices as they are (or through a lookup table when the stored values are not the segment
-numbers); BINARY frames bit-packed per segment, touching only the rows the segment occupies.
+numbers); BINARY frames bit-packed per segment, touching only the rows the segment occupies. RLE Lossless: each
+LABELMAP frame encoded by GDCM or pylibjpeg-rle (rle_encoder), encapsulated one fragment per frame by pydicom.
 """
 
 from __future__ import annotations
 
 import copy
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
 from pydicom.valuerep import format_number_as_ds
 
 from DicomFidelityCommonLib.dicom.pydicom_internals import DicomBytesIO, convert_encodings, write_data_element
@@ -35,12 +38,19 @@ ITEM_TAG = b"\xfe\xff\x00\xe0"
 SEGMENT_POINTER = Tag("ReferencedSegmentNumber")
 POSITION_POINTER = Tag("ImagePositionPatient")
 NATIVE_SYNTAXES = (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+ENCAPSULATED_SYNTAXES = (RLELossless,)  # LABELMAP only: highdicom (the oracle) encodes no 1-bit frames as RLE
+# The last frame's offset a Basic Offset Table (32-bit offsets) can hold; past it, an Extended Offset Table.
+BASIC_OFFSET_TABLE_LIMIT = 2**32 - 1
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 FRAMES_PER_CHUNK = 64  # BINARY frames packed at once (2 MB for 512x512): bounds the memory of the stream
 
 
 def fast_path_supported(layered: LayeredSegmentation, seg_type: str, transfer_syntax_uid: str) -> bool:
-    """Native pixel data (uncompressed or deflated), and a plane big enough for the one-plane template."""
+    """Native pixel data (uncompressed or deflated), or RLE Lossless for LABELMAP; and a plane big enough for the
+    one-plane template."""
     rows, columns = layered.geometry.shape[1:]
+    if transfer_syntax_uid in ENCAPSULATED_SYNTAXES:
+        return seg_type == "LABELMAP" and rows * columns >= len(layered.segments)
     return transfer_syntax_uid in NATIVE_SYNTAXES and (seg_type == "BINARY" or rows * columns >= len(layered.segments))
 
 
@@ -347,18 +357,99 @@ def _unaligned_binary_chunks(layered: LayeredSegmentation, slices_per_segment: l
         yield memoryview(np.packbits(carry, bitorder="little")).cast("B")  # zero bits complete the last byte
 
 
+class RleEncoder(NamedTuple):
+    """Encodes one little-endian frame (bytes; rows, columns, bits allocated) as an RLE Lossless frame."""
+
+    name: str
+    encode: Callable[[bytes, int, int, int], bytes]
+
+
+def _gdcm_encode(frame: bytes, rows: int, columns: int, bits_allocated: int) -> bytes:
+    from pydicom.pixels.encoders import RLELosslessEncoder
+
+    return RLELosslessEncoder.encode(
+        frame, encoding_plugin="gdcm", rows=rows, columns=columns, samples_per_pixel=1, bits_allocated=bits_allocated,
+        bits_stored=bits_allocated, pixel_representation=0, photometric_interpretation="MONOCHROME2",
+        number_of_frames=1)
+
+
+def _pylibjpeg_rle_encode(frame: bytes, rows: int, columns: int, bits_allocated: int) -> bytes:
+    from rle import encode_pixel_data
+
+    return encode_pixel_data(frame, rows=rows, columns=columns, samples_per_pixel=1, bits_allocated=bits_allocated,
+                             byteorder="<")
+
+
+GDCM_RLE = RleEncoder("gdcm", _gdcm_encode)  # through pydicom's RLE encoder: ~10x pylibjpeg-rle on label frames
+PYLIBJPEG_RLE = RleEncoder("pylibjpeg-rle", _pylibjpeg_rle_encode)
+RLE_ENCODER: RleEncoder | None = None  # chosen on first use (rle_encoder); tests set it
+
+
+def rle_encoder() -> RleEncoder:
+    """GDCM (package python-gdcm) when pydicom can use it, else pylibjpeg-rle (a dependency). Both encode each row
+    as PackBits runs (PS3.5 G.3.1), not always the same runs; decoded, the frames are the same (tested)."""
+    global RLE_ENCODER
+    if RLE_ENCODER is None:
+        from pydicom.pixels.encoders import RLELosslessEncoder
+
+        RLE_ENCODER = GDCM_RLE if "gdcm" in RLELosslessEncoder.available_plugins else PYLIBJPEG_RLE
+    return RLE_ENCODER
+
+
+def rle_frames(chunks: Iterator[memoryview], rows: int, columns: int, bits_allocated: int) -> list[bytes]:
+    """RLE Lossless frames (PS3.5 Annex G) of the LABELMAP ``chunks`` (whole little-endian frames), each encoded by
+    rle_encoder's library. A frame equal to the one before it (labels nearest-resampled from thicker slices) is
+    encoded once."""
+    encode = rle_encoder().encode
+    frame_bytes = rows * columns * bits_allocated // 8
+    encoded: list[bytes] = []
+    previous = None
+    for chunk in chunks:
+        for start in range(0, len(chunk), frame_bytes):
+            piece = chunk[start:start + frame_bytes]
+            frame = np.frombuffer(piece, dtype=np.uint8)
+            if previous is None or not np.array_equal(frame, previous):
+                last = encode(bytes(piece), rows, columns, bits_allocated)  # bytes: pylibjpeg-rle copies views slowly
+                previous = frame
+            encoded.append(last)
+    return encoded
+
+
+def rle_pixel_data(frames: list[bytes]) -> list[bytes]:
+    """The encapsulated Pixel Data element of encoded ``frames`` (PS3.5 A.4), one fragment per frame, as pydicom
+    encapsulates them: with a Basic Offset Table, or, when the last frame's offset does not fit its 32 bits, an
+    empty one and the Extended Offset Table elements (PS3.3 C.7.6.3) ahead of the pixel data."""
+    last_offset = sum(len(frame) + len(frame) % 2 + 8 for frame in frames[:-1])
+    elements = []
+    if last_offset > BASIC_OFFSET_TABLE_LIMIT:
+        fragments, offsets, lengths = encapsulate_extended(frames)
+        table = Dataset()
+        table.ExtendedOffsetTable = offsets
+        table.ExtendedOffsetTableLengths = lengths
+        elements += [_encode(table, "ExtendedOffsetTable"), _encode(table, "ExtendedOffsetTableLengths")]
+    else:
+        fragments = encapsulate(frames)
+    pixel_head = b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"  # undefined length: encapsulated
+    return [*elements, pixel_head, fragments, SEQUENCE_DELIMITER]
+
+
 def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: ImageSeries, census: SegmentationCensus,
-               overlapping: bool) -> tuple[Dataset, StreamTail, dict[int, bytes]] | None:
-    """Turn highdicom's one-plane template into the full SEG.
+               overlapping: bool, transfer_syntax_uid: str = ExplicitVRLittleEndian
+               ) -> tuple[Dataset, StreamTail, dict[int, bytes]] | None:
+    """Turn highdicom's one-plane template into the full SEG, its pixel data in ``transfer_syntax_uid`` (native:
+    explicit VR little endian, deflated or not; or RLE Lossless, whose frames are encoded here).
 
     Returns the dataset without its segment sequence, per-frame functional groups and pixel data; the last two
-    as a stream of bytes to append (they are the last two elements of a SEG); and the segment sequence encoded,
-    by tag, to be put in its place. None when the template has a layout this path does not build (the caller
-    then lets highdicom build everything).
+    as a stream of bytes to append (they are the last elements of a SEG, with the Extended Offset Table when one
+    is needed); and the segment sequence encoded, by tag, to be put in its place. None when the template has a
+    layout this path does not build (the caller then lets highdicom build everything).
     """
     kinds = dimension_kinds(template)
     binary = str(template.SegmentationType) == "BINARY"
     if kinds is None or "plane" not in kinds or (binary != ("segment" in kinds)):
+        return None
+    encapsulated = transfer_syntax_uid in ENCAPSULATED_SYNTAXES
+    if encapsulated and binary:
         return None
     template_item = template.PerFrameFunctionalGroupsSequence[0]
     positions = reference.keys.positions
@@ -389,12 +480,20 @@ def finish_seg(template: Dataset, layered: LayeredSegmentation, reference: Image
         dtype = np.uint16 if int(template.BitsAllocated) == 16 else np.uint8
         pixel_bytes = len(frames) * rows * columns * np.dtype(dtype).itemsize
         chunks = labelmap_chunks(layered, used, dtype, [layer.max_value for layer in census.layers])
-    vr = b"OW" if int(template.BitsAllocated) > 8 else b"OB"
-    padded = pixel_bytes + pixel_bytes % 2
     head = (b"\x00\x52\x30\x92SQ\x00\x00" + len(sequence_bytes).to_bytes(4, "little"))
-    pixel_head = b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + padded.to_bytes(4, "little")
-    tail = StreamTail([head, sequence_bytes, pixel_head, chunks, b"\x00" * (padded - pixel_bytes)],
-                      len(head) + len(sequence_bytes) + len(pixel_head) + padded)
+    if encapsulated:
+        encoded = rle_frames(chunks, rows, columns, int(template.BitsAllocated))
+        if len(encoded) != len(frames):
+            raise ValueError(f"{len(encoded)} RLE frames encoded for {len(frames)} frames")
+        pixel_parts = rle_pixel_data(encoded)
+        tail = StreamTail([head, sequence_bytes, *pixel_parts],
+                          len(head) + len(sequence_bytes) + sum(len(part) for part in pixel_parts))
+    else:
+        vr = b"OW" if int(template.BitsAllocated) > 8 else b"OB"
+        padded = pixel_bytes + pixel_bytes % 2
+        pixel_head = b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + padded.to_bytes(4, "little")
+        tail = StreamTail([head, sequence_bytes, pixel_head, chunks, b"\x00" * (padded - pixel_bytes)],
+                          len(head) + len(sequence_bytes) + len(pixel_head) + padded)
     spliced[int(SEGMENT_SEQUENCE_TAG)] = encode_segment_sequence(template)
     del template[SEGMENT_SEQUENCE_TAG]
     return template, tail, spliced

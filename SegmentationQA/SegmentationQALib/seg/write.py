@@ -1,9 +1,11 @@
-"""Write a LayeredSegmentation as a DICOM SEG that references an image series (highdicom builds the object)."""
+"""Write a LayeredSegmentation as a DICOM SEG that references an image series (highdicom builds the object, whole
+or as a one-plane template the streamed writer completes)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import highdicom as hd
 import numpy as np
@@ -33,8 +35,15 @@ from SegmentationQALib.seg.options import (
     default_compression,
     default_deflate_level,
 )
-from SegmentationQALib.seg.stream_write import write_with_tail
-from SegmentationQALib.seg.streamed import fast_path_supported, finish_seg, iterate_tail, template_pixels
+from SegmentationQALib.seg.stream_write import encode_header, write_with_tail
+from SegmentationQALib.seg.streamed import (
+    ENCAPSULATED_SYNTAXES,
+    StreamTail,
+    fast_path_supported,
+    finish_seg,
+    iterate_tail,
+    template_pixels,
+)
 from SegmentationQALib.segmentation import LayeredSegmentation
 
 # highdicom >= 0.28 validates the character set it copies from the source (an empty one fails); older ones
@@ -47,7 +56,8 @@ CHARACTER_SET_ARGUMENT = (
 def choose_writer(layered: LayeredSegmentation, seg_type: SegType, transfer_syntax_uid: str,
                   requested: SegWriter | None = None) -> SegWriter:
     """The one place a writer is chosen: the streamed writer wherever it builds the object (native pixel data,
-    uncompressed or deflated), highdicom for the encapsulated syntaxes or when asked for."""
+    uncompressed or deflated; RLE Lossless LABELMAP), highdicom for the other encapsulated syntaxes (JPEG-LS,
+    JPEG 2000) or when asked for."""
     if requested == SegWriter.HIGHDICOM:
         return SegWriter.HIGHDICOM
     supported = fast_path_supported(layered, seg_type.value.upper(), transfer_syntax_uid)
@@ -124,6 +134,18 @@ def _build(layered, reference, options, seg_type, descriptions, transfer_syntax,
     return seg
 
 
+def write_encapsulated(seg: hd.seg.Segmentation, tail: StreamTail, handle: BinaryIO, transfer_syntax: str,
+                       spliced: dict[int, bytes]) -> None:
+    """The streamed writer's SEG with encapsulated pixel data: the header as explicit VR little endian (as every
+    encapsulated syntax is), then the tail as it is (its frames already encoded, by finish_seg)."""
+    seg.file_meta.TransferSyntaxUID = transfer_syntax
+    meta, body = encode_header(seg, spliced)
+    handle.write(meta)
+    handle.write(body)
+    for part in iterate_tail(tail):
+        handle.write(part)
+
+
 @with_paused_gc
 def write_seg(
     layered: LayeredSegmentation,
@@ -180,7 +202,7 @@ def write_seg(
     transfer_syntax = compression.transfer_syntax_uid
     fast = choose_writer(layered, seg_type, transfer_syntax, writer) == SegWriter.STREAMED
     seg = _build(layered, reference, options, seg_type, descriptions, transfer_syntax, fast, first_source)
-    finished = finish_seg(seg, layered, reference, census, overlapping) if fast else None
+    finished = finish_seg(seg, layered, reference, census, overlapping, transfer_syntax) if fast else None
     if finished is not None:
         seg, tail, spliced = finished
     elif fast:  # a layout the streamed writer does not build: highdicom builds all of it
@@ -191,7 +213,10 @@ def write_seg(
     t = time.perf_counter()
     output_path = Path(output_path)
     with atomic_output_file(output_path) as tmp:
-        if fast:
+        if fast and transfer_syntax in ENCAPSULATED_SYNTAXES:
+            with open(tmp, "wb") as handle:
+                write_encapsulated(seg, tail, handle, transfer_syntax, spliced)
+        elif fast:
             with open(tmp, "wb") as handle:
                 write_with_tail(seg, iterate_tail(tail), handle, deflated=compression == Compression.DEFLATE,
                                 level=options.deflate_level or default_deflate_level(seg_type, tail.nbytes),
