@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from DicomFidelityCommonLib.dicom.deflate import gzip_file
 from DicomFidelityCommonLib.dicom.sanitize import PATIENT_STUDY_KEYWORDS, copy_valid
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
@@ -43,7 +44,15 @@ def write_volume(path: str | Path, array: np.ndarray, geometry: VolumeGeometry, 
     for key, value in (metadata or {}).items():
         image.SetMetaData(str(key), value if isinstance(value, str) else json.dumps(value))
     with atomic_output_file(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        if path.name.lower().endswith(".nii.gz"):  # ITK gzips at zlib's default level: write plain, gzip fast
+            plain = tmp.with_name(tmp.name[:-len(".gz")])
+            try:
+                sitk.WriteImage(image, str(plain))
+                gzip_file(plain, tmp)
+            finally:
+                plain.unlink(missing_ok=True)
+        else:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
     return Path(path)
 
 

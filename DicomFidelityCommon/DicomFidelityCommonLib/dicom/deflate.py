@@ -71,6 +71,26 @@ def deflate_backend() -> DeflateBackend:
     return BACKEND
 
 
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def gzip_file(source: str | Path, target: str | Path, level: int = 1, chunk: int = 1 << 22) -> None:
+    """``source`` gzipped into ``target`` (a standard gzip member any reader inflates), on ISA-L when installed.
+
+    For ``.nii.gz`` outputs: ITK's NIfTI writer gzips at zlib's default level whatever it is asked, which made the
+    compression most of a cohort case's write time; ISA-L at level 1 is several times faster for a few % more size.
+    """
+    backend = deflate_backend()
+    if backend.isal is not None and level in ISAL_LEVEL_FOR_ZLIB_LEVEL:
+        compressor = backend.isal.compressobj(ISAL_LEVEL_FOR_ZLIB_LEVEL[level], backend.isal.DEFLATED, GZIP_WBITS)
+    else:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while piece := reader.read(chunk):
+            writer.write(compressor.compress(piece))
+        writer.write(compressor.flush())
+
+
 def deflate_block(block: BytesLike | list[BytesLike], level: int) -> bytes:
     """One independent block of the stream: ``block`` (a buffer, or buffers in order) deflated and sync-flushed."""
     compressor = deflate_backend().compressobj(level)
