@@ -19,6 +19,26 @@ make_peer_venv() {  # peers that pin old numpy/pydicom get their own environment
   echo "$wanted" > "$stamp"
 }
 
+make_cohort_peer_venvs() {  # pydicer and med-imagetools (Testing/Benchmarks/cohort_speed.py), one venv each
+  local name venv requirements stamp wanted
+  for name in pydicer imagetools; do
+    venv=.venv-cohort-$name requirements=Testing/requirements-cohort-peers-$name.txt
+    stamp=$venv/.dicomfidelity-installed
+    wanted=$(sha1sum "$requirements" | cut -c1-12)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then continue; fi
+    echo "[setup] creating $venv" >&2
+    python3 -m venv "$venv"
+    if [ "$name" = pydicer ]; then  # pydicer imports pyradiomics, an sdist whose build needs numpy installed first
+      "$venv/bin/python" -m pip install -q "numpy<2" setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+      "$venv/bin/python" -m pip install -q --no-build-isolation "pyradiomics==3.0.1" 2>&1 \
+        | grep -v "^WARNING: Location" || true
+    fi
+    "$venv/bin/python" -m pip install -q -r "$requirements" 2>&1 | grep -v "^WARNING: Location" || true
+    "$venv/bin/python" -c "import $([ "$name" = pydicer ] && echo pydicer || echo imgtools)"
+    echo "$wanted" > "$stamp"
+  done
+}
+
 system_packages() {
   # Peers and servers the tests and benchmarks use (Debian packages): plastimatch (dose and RTSTRUCT peer), DCMTK and
   # GDCM (readers of the reader matrix), Orthanc (the PACS the tests start on 127.0.0.1 themselves, by PID).
@@ -89,6 +109,7 @@ case "$cmd" in
     system_packages
     make_venv .venv
     make_peer_venv
+    make_cohort_peer_venvs
     exec .venv/bin/python Testing/Benchmarks/run_all.py "$@"
     ;;
   *)
