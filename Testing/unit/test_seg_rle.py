@@ -36,7 +36,7 @@ RLE = SegExportOptions(seg_type=SegType.LABELMAP, compression=Compression.RLE)
 def encoder(request, monkeypatch):
     """Each RLE encoder the streamed writer can use (GDCM where python-gdcm is installed)."""
     if request.param == "gdcm":
-        pytest.importorskip("gdcm")
+        import gdcm  # noqa: F401  a dependency (pyproject): never skipped
     chosen = streamed.GDCM_RLE if request.param == "gdcm" else streamed.PYLIBJPEG_RLE
     monkeypatch.setattr(streamed, "RLE_ENCODER", chosen)
     return chosen
@@ -182,7 +182,7 @@ def test_viewer_compatibility_and_routing(totalseg, tmp_path):
 def test_encoders_decode_to_the_same_frames(totalseg, monkeypatch):
     """GDCM and pylibjpeg-rle may choose different PackBits runs; pydicom's own (pure Python) RLE decoder gives
     back every real frame, 8-bit and 16-bit, from both. GDCM is the one chosen wherever it is installed."""
-    pytest.importorskip("gdcm")
+    import gdcm  # noqa: F401  a dependency (pyproject): never skipped
     monkeypatch.setattr(streamed, "RLE_ENCODER", None)
     assert streamed.rle_encoder() is streamed.GDCM_RLE
     _, layered = totalseg
