@@ -19,6 +19,18 @@ make_peer_venv() {  # peers that pin old numpy/pydicom get their own environment
   echo "$wanted" > "$stamp"
 }
 
+make_metric_peer_venv() {  # MedPy, seg-metrics, platipy: the per-structure metric peers of compare_speed.py
+  local venv=.venv-metric-peers stamp=.venv-metric-peers/.dicomfidelity-installed
+  local wanted; wanted=$(sha1sum Testing/requirements-metric-peers.txt | cut -c1-12)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then return; fi
+  echo "[setup] creating $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q -r Testing/requirements-metric-peers.txt 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  "$venv/bin/python" -c "import medpy.metric, seg_metrics.seg_metrics, platipy.imaging.label.comparison"
+  echo "$wanted" > "$stamp"
+}
+
 make_cohort_peer_venvs() {  # pydicer and med-imagetools (Testing/Benchmarks/cohort_speed.py), one venv each
   local name venv requirements stamp wanted
   for name in pydicer imagetools; do
@@ -110,6 +122,7 @@ case "$cmd" in
     make_venv .venv
     make_peer_venv
     make_cohort_peer_venvs
+    make_metric_peer_venv
     exec .venv/bin/python Testing/Benchmarks/run_all.py "$@"
     ;;
   *)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 import statistics
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,13 +30,15 @@ from SegmentationQALib.compare.metrics import (
     DEFAULT_TOLERANCE_MM,
     Box,
     PairMetrics,
-    bounding_box,
-    metrics_in_box,
+    pair_metrics,
+    prepare_mask,
     union_box,
 )
 from SegmentationQALib.segmentation import LayeredSegmentation
 
 CONSENSUS = "consensus"
+MAX_THREADS = 4  # structures measured at once (no more than the machine's cores) ...
+THREADS_MIN_VOXELS = 1 << 24  # ... on grids this large (512 x 512 x 64); smaller ones one at a time
 
 
 class OutlierReason(enum.Enum):
@@ -119,12 +123,14 @@ class ComparisonResult:
                 "consensus_segments": dict(self.consensus_segments), "seconds": self.seconds}
 
 
-def _tight(a: np.ndarray, b: np.ndarray, offset: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Crop two same-box masks to their joint bounding box (the metrics then work on the smallest array)."""
-    box = union_box(bounding_box(a), bounding_box(b))
-    if box is None:
-        return a[:0, :0, :0], b[:0, :0, :0], list(offset)
-    return a[box], b[box], [o + s.start for o, s in zip(offset, box)]
+@dataclass
+class _Measured:
+    """One structure's rows, and its consensus mask (None: too few voters) with the vote per model."""
+
+    box: Box | None
+    rows: list[MetricRow] = field(default_factory=list)
+    consensus: np.ndarray | None = None
+    vs_consensus: dict[str, PairMetrics] = field(default_factory=dict)
 
 
 def structure_masks(structure: MatchedStructure, models: dict[str, LayeredSegmentation],
@@ -166,35 +172,53 @@ def compare_segmentations(models: Sequence[tuple[str, LayeredSegmentation]], opt
     consensus_segments: dict[str, int] = {}
     no_consensus: list[str] = []
     metric_args = dict(geometry=geometry, tolerance_mm=options.tolerance_mm, percentile=options.percentile)
-    total = max(len(matching.structures), 1)
-    for number, structure in enumerate(matching.structures):
-        progress(0.05 + 0.95 * number / total, f"comparing {structure.label}")
+    spacing_kji = tuple(float(s) for s in geometry.spacing[::-1])
+
+    def measure(structure: MatchedStructure) -> _Measured:
+        """Every row of one structure (and its consensus): independent of the others, so structures run in threads
+        (NumPy releases the GIL in the heavy steps) and are collected in order: the same result as one by one."""
         box, crops = structure_masks(structure, by_name, boxes)
         offset = [s.start for s in box] if box is not None else [0, 0, 0]
         if box is None:  # every member empty: record the agreement, nothing to measure
             empty = np.zeros((0, 0, 0), bool)
             crops = {m: empty for m in structure.members}
         members = list(crops)
+        # each mask's count, centroid and surface once, in the structure's box, however many pairs it is in
+        prepared = {m: prepare_mask(crops[m], spacing_kji) for m in members}
+        measured = _Measured(box)
         if options.pairwise:
             for model_a, model_b in itertools.combinations(members, 2):
-                a, b, origin = _tight(crops[model_a], crops[model_b], offset)
-                rows.append(MetricRow(structure.label, structure.code, model_a, model_b,
-                                      metrics_in_box(a, b, offset_kji=origin, **metric_args)))
+                metrics = pair_metrics(crops[model_a], crops[model_b], prepared[model_a], prepared[model_b],
+                                       offset_kji=offset, **metric_args)
+                measured.rows.append(MetricRow(structure.label, structure.code, model_a, model_b, metrics))
         if len(members) < options.min_voters or box is None:
-            no_consensus.append(structure.label)
-            continue
-        consensus = consensus_mask([crops[m] for m in members], options.consensus)
-        dice = {}
+            return measured
+        measured.consensus = consensus_mask([crops[m] for m in members], options.consensus)
+        prepared_consensus = prepare_mask(measured.consensus, spacing_kji)
         for model in members:
-            a, b, origin = _tight(crops[model], consensus, offset)
-            metrics = metrics_in_box(a, b, offset_kji=origin, **metric_args)
-            rows.append(MetricRow(structure.label, structure.code, model, CONSENSUS, metrics))
-            dice[model] = metrics
-        outliers.extend(_flag(structure, dice, options))
-        if consensus.any():
-            first_model, first_index = next(iter(structure.members.items()))
-            consensus_segments[structure.key] = len(consensus_structures)
-            consensus_structures.append(ConsensusStructure(by_name[first_model].segments[first_index], box, consensus))
+            metrics = pair_metrics(crops[model], measured.consensus, prepared[model], prepared_consensus,
+                                   offset_kji=offset, **metric_args)
+            measured.rows.append(MetricRow(structure.label, structure.code, model, CONSENSUS, metrics))
+            measured.vs_consensus[model] = metrics
+        return measured
+
+    total = max(len(matching.structures), 1)
+    large = int(np.prod(geometry.shape)) >= THREADS_MIN_VOXELS  # small grids: Python overhead, the GIL held
+    workers = max(1, min(MAX_THREADS, os.cpu_count() or 1)) if large else 1
+    with ThreadPoolExecutor(workers) as pool:
+        for number, (structure, measured) in enumerate(zip(matching.structures,
+                                                           pool.map(measure, matching.structures))):
+            progress(0.05 + 0.95 * number / total, f"compared {structure.label}")
+            rows.extend(measured.rows)
+            if measured.consensus is None:
+                no_consensus.append(structure.label)
+                continue
+            outliers.extend(_flag(structure, measured.vs_consensus, options))
+            if measured.consensus.any():
+                first_model, first_index = next(iter(structure.members.items()))
+                consensus_segments[structure.key] = len(consensus_structures)
+                consensus_structures.append(ConsensusStructure(by_name[first_model].segments[first_index],
+                                                               measured.box, measured.consensus))
     progress(0.98, "building the consensus segmentation")
     consensus_seg = pack_layers(geometry, consensus_structures)
     progress(1.0, "done")

@@ -2,9 +2,10 @@
 ``surface-distance`` package): the surface is the marching-cubes surface through the voxel corners, every surface
 element (surfel) is weighted by its area, and all distances are in millimetres with the grid's anisotropic spacing.
 
-Everything is computed inside the joint bounding box of the two masks plus one voxel (the corner grid needs it):
-never on the full grid. Distances are exact nearest-surface-point distances, because every surface point of either
-mask lies inside that box.
+Everything is computed inside a box holding both masks (in compare_segmentations, the structure's box across all
+models), padded by the reach of the near-offset search: never on the full grid. Distances are exact nearest-surface-
+point distances, because every surface point of either mask lies inside that box. Each mask's count, centroid and
+surface are prepared once (prepare_mask) however many masks it is compared with (pair_metrics).
 
 Conventions for empty structures (no NaN ever leaves this module):
   * both empty: Dice, Jaccard and surface Dice 1, distances None, ``status`` BOTH_EMPTY;
@@ -29,7 +30,8 @@ from DicomFidelityCommonLib.geometry import VolumeGeometry
 DEFAULT_TOLERANCE_MM = 2.0
 DEFAULT_PERCENTILE = 95.0
 PARALLEL_QUERY_POINTS = 50_000
-NEAR_OFFSETS = 125  # grid offsets tried before the k-d tree
+NEAR_OFFSETS = 1000  # grid offsets tried before the k-d tree
+NEAR_SPACINGS = 4.0  # ... and at most this many of the largest spacing away
 
 Box = tuple[slice, slice, slice]  # [slice, row, column] ranges
 
@@ -121,13 +123,12 @@ def corner_codes(padded: np.ndarray) -> np.ndarray:
     """Configuration code of every voxel corner of a 0/1 uint8 array padded by one zero voxel on each side.
 
     The result has one element less per axis than ``padded``: element q is the corner between voxels q-1 and q of
-    the unpadded array.
+    the unpadded array. Built one axis at a time (three shift-and-or passes instead of eight).
     """
-    n0, n1, n2 = (s - 1 for s in padded.shape)
-    codes = np.zeros((n0, n1, n2), np.uint8)
-    for bit, (a, b, c) in enumerate(itertools.product((0, 1), repeat=3)):
-        codes |= padded[a:a + n0, b:b + n1, c:c + n2] << np.uint8(bit)
-    return codes
+    padded = padded.view(np.uint8) if padded.dtype == bool else padded
+    codes = padded[:, :, :-1] | (padded[:, :, 1:] << np.uint8(1))  # bits 0-1: column offset 0/1
+    codes = codes[:, :-1] | (codes[:, 1:] << np.uint8(2))  # bits 0-3: row offset too
+    return codes[:-1] | (codes[1:] << np.uint8(4))  # bits 0-7: bit 4a + 2b + c for offset (a, b, c)
 
 
 @dataclass
@@ -138,6 +139,73 @@ class SurfaceDistances:
     distances_b_to_a: np.ndarray
     areas_a: np.ndarray
     areas_b: np.ndarray
+    area_rank_a: np.ndarray | None = None  # per surfel, the rank of its area among the table's (see robust_hausdorff)
+    area_rank_b: np.ndarray | None = None
+    key_a_to_b: np.ndarray | None = None  # per surfel, the sort key of its distance (see _nearest_distances)
+    key_b_to_a: np.ndarray | None = None
+
+
+def _padded(mask: np.ndarray, pad: Sequence[int]) -> np.ndarray:
+    """``mask`` as 0/1 uint8 with ``pad[axis]`` zero voxels on both sides of every axis (one allocation)."""
+    out = np.zeros(tuple(n + 2 * p for n, p in zip(mask.shape, pad)), np.uint8)
+    out[tuple(slice(p, p + n) for n, p in zip(mask.shape, pad))] = mask.view(np.uint8)
+    return out
+
+
+def _surface(mask: np.ndarray, pad: Sequence[int], table: np.ndarray,
+             rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(border-corner mask, flat indices of the border corners, their surfel areas, area ranks) of one mask.
+
+    With ``pad`` = reach + 1 per axis, every border corner lies at least ``reach`` from the edge of the corner grid,
+    so the near-offset lookups in _nearest_distances never leave it.
+    """
+    codes = corner_codes(_padded(mask, pad))
+    shifted = codes - np.uint8(1)  # 0 and 255 (outside, inside) become 255 and 254: not border
+    border = shifted < np.uint8(254)
+    index = np.flatnonzero(border)
+    border_codes = codes.ravel()[index]
+    return border, index, table[border_codes], rank[border_codes]
+
+
+@functools.lru_cache(maxsize=32)
+def _area_rank(spacing_kji: tuple[float, float, float]) -> np.ndarray:
+    """Dense rank (uint8) of every configuration's surfel area: equal areas, equal rank."""
+    return np.unique(surface_area_table(spacing_kji), return_inverse=True)[1].astype(np.uint8).ravel()
+
+
+@dataclass
+class PreparedMask:
+    """What the metrics need of one mask, computed once however many masks it is compared with: its voxel count,
+    centroid and surface. Masks compared with each other must be prepared from arrays of one shape (one box)."""
+
+    count: int
+    centroid_kji: np.ndarray | None  # mean voxel index within the array; None when empty
+    border: np.ndarray | None  # boolean corner grid of the surface, padded by the offset table's reach
+    index: np.ndarray  # flat indices (into ``border``) of the surface corners, C order
+    areas: np.ndarray  # their surfel areas (mm^2)
+    area_rank: np.ndarray  # their areas' ranks (robust_hausdorff's sort key)
+
+
+def prepare_mask(mask: np.ndarray, spacing_kji: Sequence[float]) -> PreparedMask:
+    """Count, centroid and surface of a boolean array (see PreparedMask)."""
+    spacing_kji = tuple(float(s) for s in spacing_kji)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        empty = np.zeros(0)
+        return PreparedMask(0, None, None, np.zeros(0, np.intp), empty, np.zeros(0, np.uint8))
+    _, _, reach = _offset_table(spacing_kji)
+    border, index, areas, rank = _surface(mask, [r + 1 for r in reach], surface_area_table(spacing_kji),
+                                          _area_rank(spacing_kji))
+    return PreparedMask(count, _centre_of_mass(mask, count), border, index, areas, rank)
+
+
+def prepared_distances(a: PreparedMask, b: PreparedMask, spacing_kji: Sequence[float]) -> SurfaceDistances:
+    """Surfel distances between two prepared masks (both non-empty, prepared from arrays of one shape)."""
+    spacing_kji = tuple(float(s) for s in spacing_kji)
+    to_b, key_b = _nearest_distances(a.index, b.index, b.border, spacing_kji)
+    to_a, key_a = _nearest_distances(b.index, a.index, a.border, spacing_kji)
+    return SurfaceDistances(to_b, to_a, a.areas, b.areas, a.area_rank, b.area_rank, key_b, key_a)
 
 
 def surface_distances_in_box(a: np.ndarray, b: np.ndarray, spacing_kji: Sequence[float]) -> SurfaceDistances:
@@ -147,23 +215,13 @@ def surface_distances_in_box(a: np.ndarray, b: np.ndarray, spacing_kji: Sequence
     looks for the other surface at the nearby grid offsets, nearest first (most points of two agreeing models are
     resolved there), and only the rest go to a k-d tree over the other surface's points. Either way the distance is
     computed from the integer index offset exactly as scipy's ``distance_transform_edt`` (and so surface-distance)
-    computes it.
+    computes it. Surfels come in C order of their corner, as surface-distance lists them (the same in any box).
     """
-    spacing_kji = tuple(float(s) for s in spacing_kji)
-    table = surface_area_table(spacing_kji)
-    codes_a = corner_codes(np.pad(a.view(np.uint8), 1))
-    codes_b = corner_codes(np.pad(b.view(np.uint8), 1))
-    border_a = (codes_a != 0) & (codes_a != 255)
-    border_b = (codes_b != 0) & (codes_b != 255)
-    areas_a, areas_b = table[codes_a[border_a]], table[codes_b[border_b]]
-    points_a, points_b = np.argwhere(border_a), np.argwhere(border_b)
-    if len(points_a) and len(points_b):
-        to_b = _nearest_distances(points_a, points_b, border_b, spacing_kji)
-        to_a = _nearest_distances(points_b, points_a, border_a, spacing_kji)
-    else:
-        to_b = np.full(areas_a.shape, np.inf)
-        to_a = np.full(areas_b.shape, np.inf)
-    return SurfaceDistances(to_b, to_a, areas_a, areas_b)
+    prepared_a, prepared_b = prepare_mask(a, spacing_kji), prepare_mask(b, spacing_kji)
+    if prepared_a.count and prepared_b.count:
+        return prepared_distances(prepared_a, prepared_b, spacing_kji)
+    return SurfaceDistances(np.full(prepared_a.areas.shape, np.inf), np.full(prepared_b.areas.shape, np.inf),
+                            prepared_a.areas, prepared_b.areas, prepared_a.area_rank, prepared_b.area_rank)
 
 
 def _offset_distances(offsets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -174,14 +232,15 @@ def _offset_distances(offsets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _offset_table(spacing_kji: tuple[float, float, float], max_offsets: int = NEAR_OFFSETS):
+def _offset_table(spacing_kji: tuple[float, float, float]):
     """Grid offsets within ``radius`` mm, nearest first, and the reach (voxels per axis) that holds them all.
 
     Every offset outside the table is longer than ``radius`` (it leaves the reach on some axis), so the first table
     offset that meets the other surface, if within ``radius``, is the nearest one.
     """
     spacing = np.asarray(spacing_kji)
-    radius = min(2.0 * spacing.max(), (max_offsets * float(np.prod(spacing)) * 3.0 / (4.0 * math.pi)) ** (1 / 3))
+    ball = (NEAR_OFFSETS * float(np.prod(spacing)) * 3.0 / (4.0 * math.pi)) ** (1 / 3)
+    radius = min(NEAR_SPACINGS * spacing.max(), ball)
     radius = max(radius, float(spacing.min()))
     reach = np.floor(radius / spacing + 1e-9).astype(int)
     axes = [np.arange(-r, r + 1) for r in reach]
@@ -192,41 +251,77 @@ def _offset_table(spacing_kji: tuple[float, float, float], max_offsets: int = NE
     return offsets[keep][order], lengths[keep][order], tuple(int(r) for r in reach)
 
 
+@functools.lru_cache(maxsize=32)
+def _length_groups(spacing_kji: tuple[float, float, float]) -> list[tuple[int, int]]:
+    """(first, stop) table positions of every run of equal offset lengths."""
+    lengths = _offset_table(spacing_kji)[1]
+    bounds = np.flatnonzero(np.r_[True, lengths[1:] != lengths[:-1], True])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def _nearest_distances(points: np.ndarray, targets: np.ndarray, target_mask: np.ndarray,
-                       spacing_kji: tuple[float, float, float]) -> np.ndarray:
-    """Distance (mm) from every point to the nearest target point (integer [k, j, i] indices; ``target_mask`` is the
-    boolean grid of the targets)."""
-    offsets, lengths, reach = _offset_table(spacing_kji)
-    padded = np.pad(target_mask, [(r, r) for r in reach])
-    flat = padded.ravel()
-    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
-    index = (points + np.asarray(reach)) @ strides
+                       spacing_kji: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (mm) from every point to the nearest target point, and an integer sort key of the distances (equal
+    keys for equal distances, ordered as they are: robust_hausdorff's radix sort).
+
+    ``points`` and ``targets`` are flat indices into ``target_mask`` (the boolean corner grid of the targets), whose
+    border is at least the offset table's reach wide around every point. The table is tried one length at a time
+    (all offsets of equal length together, then the points that met a target are set aside): the first length at
+    which a point meets the other surface is its distance, exactly as offset by offset.
+    """
+    offsets, lengths, _ = _offset_table(spacing_kji)
+    shape = target_mask.shape
+    flat = target_mask.ravel()
+    deltas = offsets @ np.array([shape[1] * shape[2], shape[2], 1])
+    groups = _length_groups(spacing_kji)
     distances = np.empty(len(points))
+    keys = np.empty(len(points), np.uint16)  # the length group; beyond the table, the rank among the far distances
     pending = np.arange(len(points))
-    for delta, length in zip(offsets @ strides, lengths):
-        hit = flat[index + delta]
+    index = points
+    for group, (first, stop) in enumerate(groups):
+        hit = flat[index + deltas[first]]
+        for delta in deltas[first + 1:stop]:
+            hit |= flat[index + delta]
         if hit.any():
-            distances[pending[hit]] = length
+            resolved = pending[hit]
+            distances[resolved] = lengths[first]
+            keys[resolved] = group
             missed = ~hit
             pending, index = pending[missed], index[missed]
             if pending.size == 0:
-                return distances
+                return distances, keys
     from scipy.spatial import cKDTree  # the points farther than the table reaches
 
     spacing = np.asarray(spacing_kji)
-    tree = cKDTree(targets * spacing)
+    target_kji = np.stack(np.unravel_index(targets, shape), axis=1)
+    point_kji = np.stack(np.unravel_index(index, shape), axis=1)
+    tree = cKDTree(target_kji * spacing)
     workers = -1 if pending.size > PARALLEL_QUERY_POINTS else 1  # threads cost more than they save on small sets
-    _, nearest = tree.query(points[pending] * spacing, k=1, workers=workers)
-    distances[pending] = _offset_distances(targets[nearest] - points[pending], spacing)
-    return distances
+    _, nearest = tree.query(point_kji * spacing, k=1, workers=workers)
+    far = _offset_distances(target_kji[nearest] - point_kji, spacing)  # all longer than any table length
+    distances[pending] = far
+    unique, rank = np.unique(far, return_inverse=True)
+    if len(groups) + len(unique) > np.iinfo(np.uint16).max:
+        keys = keys.astype(np.int64)
+    keys[pending] = len(groups) + rank.ravel()
+    return distances, keys
 
 
-def robust_hausdorff(distances: np.ndarray, areas: np.ndarray, percentile: float) -> float:
+def robust_hausdorff(distances: np.ndarray, areas: np.ndarray, percentile: float,
+                     area_rank: np.ndarray | None = None, distance_key: np.ndarray | None = None) -> float:
     """Directed distance below which ``percentile`` % of the surface area lies (surfels sorted by distance, then
-    area, as surface-distance does, so ties resolve identically)."""
+    area, as surface-distance does, so ties resolve identically).
+
+    ``area_rank`` and ``distance_key`` (small integers, equal for equal values, ordered as the values) replace the
+    two float sorts by stable radix sorts: area first, then distance, so the order is exactly lexsort's.
+    """
     if distances.size == 0:
         return math.inf
-    order = np.lexsort((areas, distances))
+    if area_rank is None or distance_key is None:
+        order = np.lexsort((areas, distances))
+    else:
+        order = np.argsort(area_rank, kind="stable")
+        order = order[np.argsort(distance_key[order], kind="stable")]
     cumulative = np.cumsum(areas[order]) / np.sum(areas)
     index = int(np.searchsorted(cumulative, percentile / 100.0))
     return float(distances[order][min(index, distances.size - 1)])
@@ -237,17 +332,42 @@ def _weighted_mean(distances: np.ndarray, areas: np.ndarray) -> float:
     return float(np.sum(distances * areas) / total) if total > 0 else math.inf
 
 
+def _centre_of_mass(mask: np.ndarray, count: int) -> np.ndarray:
+    """Mean [k, j, i] index of a non-empty boolean array, from its projections (two passes over the array instead of
+    scipy's index grids)."""
+    data = mask.view(np.uint8)
+    plane = data.sum(axis=0, dtype=np.int64)  # (rows, columns)
+    per_slice = data.reshape(data.shape[0], -1).sum(axis=1, dtype=np.int64)
+    marginals = (per_slice, plane.sum(axis=1), plane.sum(axis=0))
+    return np.array([float(np.dot(m, np.arange(m.size, dtype=np.int64))) for m in marginals]) / count
+
+
 def metrics_in_box(a: np.ndarray, b: np.ndarray, geometry: VolumeGeometry, offset_kji: Sequence[int] = (0, 0, 0),
                    tolerance_mm: float = DEFAULT_TOLERANCE_MM, percentile: float = DEFAULT_PERCENTILE) -> PairMetrics:
     """Metrics of two boolean arrays that cover both masks' bounding boxes; ``offset_kji`` is where the arrays start
     on ``geometry`` (for the centroids)."""
-    from scipy import ndimage
-
     if a.shape != b.shape:
         raise GeometryError(f"masks have different shapes {a.shape} and {b.shape}")
-    a, b = np.ascontiguousarray(a, dtype=bool), np.ascontiguousarray(b, dtype=bool)
+    spacing_kji = tuple(float(s) for s in geometry.spacing[::-1])
+    return pair_metrics(a, b, prepare_mask(a, spacing_kji), prepare_mask(b, spacing_kji), geometry, offset_kji,
+                        tolerance_mm, percentile)
+
+
+@functools.lru_cache(maxsize=64)
+def _orthogonal(direction: bytes) -> bool:
+    matrix = np.frombuffer(direction).reshape(3, 3)
+    return bool(np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-4))
+
+
+def pair_metrics(a: np.ndarray, b: np.ndarray, prepared_a: PreparedMask, prepared_b: PreparedMask,
+                 geometry: VolumeGeometry, offset_kji: Sequence[int] = (0, 0, 0),
+                 tolerance_mm: float = DEFAULT_TOLERANCE_MM, percentile: float = DEFAULT_PERCENTILE) -> PairMetrics:
+    """metrics_in_box of two same-shape boolean arrays already prepared (prepare_mask): a structure's masks in
+    several models are prepared once in the structure's box, then compared pair by pair."""
+    if a.shape != b.shape:
+        raise GeometryError(f"masks have different shapes {a.shape} and {b.shape}")
     voxel_ml = abs(float(np.linalg.det(geometry.affine_lps[:3, :3]))) / 1000.0
-    count_a, count_b = int(np.count_nonzero(a)), int(np.count_nonzero(b))
+    count_a, count_b = prepared_a.count, prepared_b.count
     volume_a, volume_b = count_a * voxel_ml, count_b * voxel_ml
     common = dict(volume_a_ml=volume_a, volume_b_ml=volume_b, volume_difference_ml=volume_b - volume_a,
                   tolerance_mm=float(tolerance_mm), percentile=float(percentile))
@@ -262,24 +382,23 @@ def metrics_in_box(a: np.ndarray, b: np.ndarray, geometry: VolumeGeometry, offse
                            asd_a_to_b_mm=math.inf, asd_b_to_a_mm=math.inf, surface_dice=0.0,
                            centroid_distance_mm=None, status=status,
                            reason=f"mask {side} empty: distances to it are infinite", **common)
-    direction = geometry.direction
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+    if not _orthogonal(np.ascontiguousarray(geometry.direction, dtype=float).tobytes()):
         raise GeometryError("surface distances need orthogonal grid axes; this grid is sheared: resample it first")
-    intersection = int(np.count_nonzero(a & b))
+    intersection = int(np.count_nonzero(np.logical_and(a, b)))
     union = count_a + count_b - intersection
     spacing_kji = tuple(float(s) for s in geometry.spacing[::-1])
-    surf = surface_distances_in_box(a, b, spacing_kji)
+    surf = prepared_distances(prepared_a, prepared_b, spacing_kji)
     asd_ab = _weighted_mean(surf.distances_a_to_b, surf.areas_a)
     asd_ba = _weighted_mean(surf.distances_b_to_a, surf.areas_b)
-    hd = max(robust_hausdorff(surf.distances_a_to_b, surf.areas_a, percentile),
-             robust_hausdorff(surf.distances_b_to_a, surf.areas_b, percentile))
+    hd = max(robust_hausdorff(surf.distances_a_to_b, surf.areas_a, percentile, surf.area_rank_a, surf.key_a_to_b),
+             robust_hausdorff(surf.distances_b_to_a, surf.areas_b, percentile, surf.area_rank_b, surf.key_b_to_a))
     hd_max = max(float(surf.distances_a_to_b.max()), float(surf.distances_b_to_a.max()))
     touching = (np.sum(surf.areas_a[surf.distances_a_to_b <= tolerance_mm])
                 + np.sum(surf.areas_b[surf.distances_b_to_a <= tolerance_mm]))
     surface_dice = float(touching / (np.sum(surf.areas_a) + np.sum(surf.areas_b)))
     offset = np.asarray(offset_kji, dtype=float)
-    centroid_a = geometry.index_to_lps((np.asarray(ndimage.center_of_mass(a)) + offset)[::-1])
-    centroid_b = geometry.index_to_lps((np.asarray(ndimage.center_of_mass(b)) + offset)[::-1])
+    centroid_a = geometry.index_to_lps((prepared_a.centroid_kji + offset)[::-1])
+    centroid_b = geometry.index_to_lps((prepared_b.centroid_kji + offset)[::-1])
     return PairMetrics(dice=2.0 * intersection / (count_a + count_b), jaccard=intersection / union, hd95_mm=hd,
                        hausdorff_mm=hd_max, msd_mm=(asd_ab + asd_ba) / 2.0, asd_a_to_b_mm=asd_ab,
                        asd_b_to_a_mm=asd_ba, surface_dice=surface_dice,
