@@ -232,9 +232,20 @@ def _watch_parent(client_pid: int, parent_pid: int) -> None:
             os._exit(70)
 
 
-def _init_local_worker(client_pid: int, guard_path: str | None) -> None:
-    """Worker start-up: hold the workers lock (shared) and die with the runner."""
+def _share_cores(threads: int) -> None:
+    """Give this worker its share of the cores: ITK (resampling, image I/O) would otherwise start a thread per core
+    in every worker, and N workers x N threads contend instead of adding up."""
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
+    sitk = sys.modules.get("SimpleITK")  # preloaded by the fork server: set it directly too
+    if sitk is not None:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _init_local_worker(client_pid: int, guard_path: str | None, threads: int = 0) -> None:
+    """Worker start-up: its share of the cores, hold the workers lock (shared) and die with the runner."""
     global _worker_guard, _worker_parent
+    if threads:
+        _share_cores(threads)
     if os.name != "posix":
         return
     _worker_parent = (client_pid, os.getppid())
@@ -353,7 +364,7 @@ class LocalProcessExecutor:
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=_mp_context(self._task_module), initializer=_init_local_worker,
-            initargs=(os.getpid(), self._guard))
+            initargs=(os.getpid(), self._guard, max(1, (os.cpu_count() or 1) // self.workers)))
 
     @property
     def max_in_flight(self) -> int:
