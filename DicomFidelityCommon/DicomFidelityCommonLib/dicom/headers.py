@@ -151,6 +151,29 @@ def _read(handle) -> FileDataset:
     return result
 
 
+def _element_header(data: bytes, position: int, implicit: bool, limit: int) -> tuple[bytes | None, int, int]:
+    """(raw VR, None when implicit; value length; where the value starts) of the element at ``position``.
+    _NotCovered for a VR pydicom's reader must judge (UN, unknown) or a long header reaching past ``limit``."""
+    if implicit:
+        return None, _LONG(data, position + 4)[0], position + 8
+    raw_vr, length = _VR_LENGTH(data, position + 4)
+    if raw_vr in _SHORT_RAW_VR:
+        return raw_vr, length, position + 8
+    if raw_vr not in _LONG_RAW_VR or position + 12 > limit:
+        raise _NotCovered
+    return raw_vr, _LONG(data, position + 8)[0], position + 12
+
+
+def _undefined_length_is_sequence(tag: int, raw_vr: bytes | None) -> bool:
+    """Only sequences may have an undefined length here (implicit VR: the dictionary says; unknown tag: pydicom)."""
+    if raw_vr is not None:
+        return raw_vr == b"SQ"
+    try:
+        return dictionary_VR(BaseTag(tag)) == "SQ"
+    except KeyError:
+        raise _NotCovered from None
+
+
 def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool,
           keep: frozenset[int] | None = None) -> tuple[dict, int, str | list[str]]:
     """Raw elements from ``position`` until the file meta ends (``meta``), pixel data, or the end of the file;
@@ -175,31 +198,15 @@ def _walk(buffer: _Buffer, position: int, implicit: bool, meta: bool,
         tag = group << 16 | number
         if (group != 2) if meta else tag in PIXEL_TAGS:
             return elements, position, encoding
-        if implicit:
-            length = _LONG(data, position + 4)[0]
-            vr, start = None, position + 8
-        else:
-            raw_vr, length = _VR_LENGTH(data, position + 4)
-            vr = _VALID_VR.get(raw_vr)
-            if vr is None:
-                raise _NotCovered
-            start = position + 8
-            if vr in _LONG_VR:
-                if position + 12 > len(data):
-                    raise _NotCovered
-                length = _LONG(data, position + 8)[0]
-                start = position + 12
+        raw_vr, length, start = _element_header(data, position, implicit, len(data))
+        vr = None if raw_vr is None else _VALID_VR[raw_vr]
         if tag == 0xFFFEE00D or (group == 2 and not meta):
             raise _NotCovered
         if length == UNDEFINED:
             tag = BaseTag(tag)
-            if vr is None:
-                try:
-                    vr = dictionary_VR(tag)
-                except KeyError:
-                    raise _NotCovered from None
-            if vr != "SQ" or meta:
+            if meta or not _undefined_length_is_sequence(tag, raw_vr):
                 raise _NotCovered
+            vr = "SQ"
             buffer.ensure(len(data) + 1)  # the whole file: the sequence ends at a delimiter
             data = buffer.data
             if keep is not None and tag not in keep:
@@ -255,27 +262,9 @@ def _skip_sequence(data: bytes, position: int, implicit: bool) -> int:
                     raise _NotCovered
                 position += 8
                 break
-            if implicit:
-                length = _LONG(data, position + 4)[0]
-                vr, start = None, position + 8
-            else:
-                raw_vr, length = _VR_LENGTH(data, position + 4)
-                vr = _VALID_VR.get(raw_vr)
-                if vr is None:
-                    raise _NotCovered
-                start = position + 8
-                if vr in _LONG_VR:
-                    if position + 12 > size:
-                        raise _NotCovered
-                    length = _LONG(data, position + 8)[0]
-                    start = position + 12
+            raw_vr, length, start = _element_header(data, position, implicit, size)
             if length == UNDEFINED:
-                if vr is None:
-                    try:
-                        vr = dictionary_VR(BaseTag(group << 16 | number))
-                    except KeyError:
-                        raise _NotCovered from None
-                if vr != "SQ":
+                if not _undefined_length_is_sequence(group << 16 | number, raw_vr):
                     raise _NotCovered
                 position = _skip_sequence(data, start, implicit)
             else:
@@ -627,30 +616,10 @@ def _raw_items(data: bytes, implicit: bool, undefined: bool) -> list[dict[int, t
                     raise _NotCovered
                 position += 8
                 break
-            if implicit:
-                value_length = _LONG(data, position + 4)[0]
-                vr, start = None, position + 8
-            else:
-                vr, value_length = _VR_LENGTH(data, position + 4)
-                if vr in _LONG_RAW_VR:
-                    if position + 12 > end:
-                        raise _NotCovered
-                    value_length = _LONG(data, position + 8)[0]
-                    start = position + 12
-                elif vr in _SHORT_RAW_VR:
-                    start = position + 8
-                else:
-                    raise _NotCovered
+            vr, value_length, start = _element_header(data, position, implicit, end)
             tag = group << 16 | number
             if value_length == UNDEFINED:
-                if vr is None:
-                    try:
-                        is_sequence = dictionary_VR(tag) == "SQ"
-                    except KeyError:
-                        raise _NotCovered from None
-                else:
-                    is_sequence = vr == b"SQ"
-                if not is_sequence:
+                if not _undefined_length_is_sequence(tag, vr):
                     raise _NotCovered
                 position = _skip_sequence(data, start, implicit)
                 elements[tag] = (vr, data[start:position], True)
