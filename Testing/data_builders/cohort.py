@@ -34,6 +34,8 @@ from pydicom.uid import generate_uid
 
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
 RT_STRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 NORMAL_KINDS = ("plan_chain", "seg", "rtstruct", "beams", "dose_for")
 OFFSET_VARIANTS = ("relative", "absolute", "descending")
 CONTOUR_PLANES = 2  # original contour planes kept per ROI (all contours on them: islands and holes stay)
@@ -216,6 +218,22 @@ def _identify(ds: Dataset, patient: _Patient, modality_series: str, sop_uid: str
         del ds.FrameOfReferenceUID
 
 
+def _reference(sop_class: str, sop_instance: str) -> Dataset:
+    """A referenced-object item: the class and instance UIDs every reference sequence item starts with."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class
+    item.ReferencedSOPInstanceUID = sop_instance
+    return item
+
+
+def _refer_to_structure_set(ds: Dataset, struct_uid: str | None) -> None:
+    """ReferencedStructureSetSequence naming ``struct_uid``, or none at all."""
+    if "ReferencedStructureSetSequence" in ds:
+        del ds.ReferencedStructureSetSequence
+    if struct_uid is not None:
+        ds.ReferencedStructureSetSequence = [_reference(RT_STRUCT_STORAGE, struct_uid)]
+
+
 # ------------------------------------------------------------------------------------------------ builder
 class _Builder:
     def __init__(self, root: Path, sources: _Sources, rng: random.Random, dose_frames: int, shift: bool = True):
@@ -272,9 +290,7 @@ class _Builder:
             if "ReferencedRTPlanSequence" in ds:
                 del ds.ReferencedRTPlanSequence
         else:
-            item = Dataset()
-            item.ReferencedSOPClassUID = RT_PLAN_STORAGE
-            item.ReferencedSOPInstanceUID = plan_uid
+            item = _reference(RT_PLAN_STORAGE, plan_uid)
             if beam is not None:
                 group, beam_item = Dataset(), Dataset()
                 group.ReferencedFractionGroupNumber = 1
@@ -282,31 +298,17 @@ class _Builder:
                 group.ReferencedBeamSequence = [beam_item]
                 item.ReferencedFractionGroupSequence = [group]
             ds.ReferencedRTPlanSequence = [item]
-        if struct_uid is None:
-            if "ReferencedStructureSetSequence" in ds:
-                del ds.ReferencedStructureSetSequence
-        else:
-            item = Dataset()
-            item.ReferencedSOPClassUID = RT_STRUCT_STORAGE
-            item.ReferencedSOPInstanceUID = struct_uid
-            ds.ReferencedStructureSetSequence = [item]
+        _refer_to_structure_set(ds, struct_uid)
         self._save(ds, patient, "RTDOSE")
         return sop
 
     def rtstruct(self, patient: _Patient, frame: str, series_uid: str, ct_sops: list[str]) -> str:
         ds, sop = self.src.rtstruct, generate_uid()
         _identify(ds, patient, generate_uid(), sop, None)
-        images = []
-        for ct_sop in ct_sops:
-            image = Dataset()
-            image.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-            image.ReferencedSOPInstanceUID = ct_sop
-            images.append(image)
-        series, study, frame_item = Dataset(), Dataset(), Dataset()
+        series, frame_item = Dataset(), Dataset()
         series.SeriesInstanceUID = series_uid
-        series.ContourImageSequence = images
-        study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-        study.ReferencedSOPInstanceUID = patient.study_uid
+        series.ContourImageSequence = [_reference(CT_IMAGE_STORAGE, ct_sop) for ct_sop in ct_sops]
+        study = _reference(STUDY_COMPONENT_MANAGEMENT, patient.study_uid)
         study.RTReferencedSeriesSequence = [series]
         frame_item.FrameOfReferenceUID = frame
         frame_item.RTReferencedStudySequence = [study]
@@ -316,23 +318,14 @@ class _Builder:
         for placed in self.src.contours:  # moved with the CT, referencing the image each contour lies on
             shift = patient.shift * (len(placed.points) // 3)
             placed.contour.ContourData = _contour_ds(p + s for p, s in zip(placed.points, shift))
-            image = Dataset()
-            image.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-            image.ReferencedSOPInstanceUID = ct_sops[placed.plane]
-            placed.contour.ContourImageSequence = [image]
+            placed.contour.ContourImageSequence = [_reference(CT_IMAGE_STORAGE, ct_sops[placed.plane])]
         self._save(ds, patient, "RTSTRUCT")
         return sop
 
     def plan(self, patient: _Patient, frame: str, struct_uid: str | None) -> str:
         ds, sop = self.src.plan, generate_uid()
         _identify(ds, patient, generate_uid(), sop, frame)
-        if "ReferencedStructureSetSequence" in ds:
-            del ds.ReferencedStructureSetSequence
-        if struct_uid is not None:
-            item = Dataset()
-            item.ReferencedSOPClassUID = RT_STRUCT_STORAGE
-            item.ReferencedSOPInstanceUID = struct_uid
-            ds.ReferencedStructureSetSequence = [item]
+        _refer_to_structure_set(ds, struct_uid)
         self._save(ds, patient, "RTPLAN")
         return sop
 
