@@ -28,6 +28,17 @@ def indexed(tmp_path_factory, shared_data):
     return cohort, db, result
 
 
+def _refs_and_beams(db) -> tuple[dict[str, set], dict[str, set]]:
+    """The refs table by referencing file: {(kind, target)}, and the beams of plan references {(plan, beam)}."""
+    refs: dict[str, set] = {}
+    beams: dict[str, set] = {}
+    for path, kind, target, beam in _rows(db, "SELECT path, kind, target_uid, beam_number FROM refs"):
+        refs.setdefault(path, set()).add((kind, target))
+        if beam is not None:
+            beams.setdefault(path, set()).add((target, beam))
+    return refs, beams
+
+
 def _rows(db: Path, sql: str, *args) -> list[tuple]:
     connection = sqlite3.connect(db)
     try:
@@ -101,12 +112,7 @@ def test_index_equals_a_full_pydicom_read_of_every_file(indexed):
     instances = {row[0]: row for row in _rows(
         db, "SELECT path, sop_instance_uid, sop_class_uid, modality, patient_id, study_uid, series_uid, "
             "frame_of_reference_uid, position, rows, columns, dose_summation_type, dose_units FROM instances")}
-    refs: dict[str, set] = {}
-    beams: dict[str, set] = {}
-    for path, kind, target, beam in _rows(db, "SELECT path, kind, target_uid, beam_number FROM refs"):
-        refs.setdefault(path, set()).add((kind, target))
-        if beam is not None:
-            beams.setdefault(path, set()).add((target, beam))
+    refs, beams = _refs_and_beams(db)
     referencing = 0
     for path in cohort.dicom_files:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -286,12 +292,7 @@ def test_index_of_the_real_data_equals_pydicom(tmp_path, shared_data):
             "frame_of_reference_uid, position, orientation, pixel_spacing, rows, columns, number_of_frames, "
             "dose_summation_type, dose_units, dose_type, size FROM instances")}
     unreadable = {row[0] for row in _rows(db, "SELECT path FROM unreadable")}
-    refs: dict[str, set] = {}
-    beams: dict[str, set] = {}
-    for path, kind, target, beam in _rows(db, "SELECT path, kind, target_uid, beam_number FROM refs"):
-        refs.setdefault(path, set()).add((kind, target))
-        if beam is not None:
-            beams.setdefault(path, set()).add((target, beam))
+    refs, beams = _refs_and_beams(db)
     series_texts: dict[str, set] = {}
     checked = fast = 0
     for folder, folders, names in os.walk(shared_data):
