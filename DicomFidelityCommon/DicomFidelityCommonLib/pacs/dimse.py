@@ -167,9 +167,5 @@ def _send_one(assoc, header: ObjectHeader, accepted: dict[str, list[str]], conve
         return sent
     if int(status) != 0:
         warnings.append(f"{header.path}: stored with warning status 0x{int(status):04X}")
-    sent.action = action
-    sent.sent_sop_class_uid = target.sop_class_uid
-    sent.sent_sop_instance_uid = target.sop_instance_uid
-    sent.sent_series_instance_uid = target.series_instance_uid
-    sent.sent_transfer_syntax_uid = syntax
+    sent.mark_sent(target, syntax, action)
     return sent

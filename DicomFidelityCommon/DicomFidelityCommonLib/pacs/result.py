@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from DicomFidelityCommonLib.errors import DicomFidelityError
+from DicomFidelityCommonLib.pacs.objects import ObjectHeader
 
 LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 BINARY_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -47,6 +48,14 @@ class SentObject:
     @property
     def ok(self) -> bool:
         return self.action != SendAction.FAILED
+
+    def mark_sent(self, target: ObjectHeader, syntax: str, action: SendAction) -> None:
+        """Stored: ``target`` (this object, or the BINARY SEG made of it) in ``syntax``, by ``action``."""
+        self.action = action
+        self.sent_sop_class_uid = target.sop_class_uid
+        self.sent_sop_instance_uid = target.sop_instance_uid
+        self.sent_series_instance_uid = target.series_instance_uid
+        self.sent_transfer_syntax_uid = syntax
 
     def to_json(self) -> dict:
         return {"path": self.path, "ok": self.ok, "action": self.action.value, "sop_class_uid": self.sop_class_uid,

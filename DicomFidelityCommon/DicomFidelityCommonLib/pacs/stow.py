@@ -88,19 +88,11 @@ def send_stow(headers: list[ObjectHeader], destination: Destination, calling_aet
                 _retry(client, header, sent, reasons.get(header.sop_instance_uid), whole, converter, workdir,
                        destination)
             else:
-                _mark_sent(sent, header, header.transfer_syntax_uid, SendAction.AS_IS)
+                sent.mark_sent(header, header.transfer_syntax_uid, SendAction.AS_IS)
             result.objects.append(sent)
     result.timings["send"] = time.perf_counter() - start
     progress(1.0, "done")
     return result
-
-
-def _mark_sent(sent: SentObject, target: ObjectHeader, syntax: str, action: SendAction) -> None:
-    sent.action = action
-    sent.sent_sop_class_uid = target.sop_class_uid
-    sent.sent_sop_instance_uid = target.sop_instance_uid
-    sent.sent_series_instance_uid = target.series_instance_uid
-    sent.sent_transfer_syntax_uid = syntax
 
 
 def _retry(client, header: ObjectHeader, sent: SentObject, reason: int | None, whole: str,
@@ -111,7 +103,7 @@ def _retry(client, header: ObjectHeader, sent: SentObject, reason: int | None, w
     if whole and reason is None:  # the batch failed as a whole: this object may be fine on its own
         reasons, alone = _store(client, [pydicom.dcmread(header.path)], destination)
         if not alone and header.sop_instance_uid not in reasons:
-            _mark_sent(sent, header, header.transfer_syntax_uid, SendAction.AS_IS)
+            sent.mark_sent(header, header.transfer_syntax_uid, SendAction.AS_IS)
             return
         reason = reasons.get(header.sop_instance_uid)
         problems = [f"failure reason 0x{reason:04X}" if reason is not None else alone]
@@ -134,7 +126,7 @@ def _retry(client, header: ObjectHeader, sent: SentObject, reason: int | None, w
             continue
         reasons, problem = _store(client, [dataset], destination)
         if not problem and target.sop_instance_uid not in reasons:
-            _mark_sent(sent, target, str(ExplicitVRLittleEndian), action)
+            sent.mark_sent(target, str(ExplicitVRLittleEndian), action)
             return
         second = reasons.get(target.sop_instance_uid)
         sent.status = second if second is not None else sent.status
