@@ -257,7 +257,7 @@ def rtstruct_check(case: dict, case_output_dir: Path, options: dict) -> dict:
         label = f"{kind}{number}"
         extra: dict = {"source": path, "kind": kind, "sop_instance_uid": obj.get("sop_instance_uid")}
         if kind == "rtstruct":  # as `segqa load-rtstruct`: its planes (rebuilt when CT slices are missing)
-            planes = load_reference(case["ct_files"], read_rtstruct_dataset(path))
+            planes = load_reference(series, read_rtstruct_dataset(path))  # the series read once per case
             loaded = read_rtstruct(path, planes)
             layered, object_warnings = loaded.segmentation, loaded.warnings
             extra["file_check"] = check_rtstruct(path, planes).to_json()

@@ -133,9 +133,10 @@ def reference_from_rtstruct(rtstruct: Dataset, images: ImageSeries, path: str | 
                            warnings=warnings)
 
 
-def load_reference(reference_folder: str | Path, rtstruct: Dataset | None = None) -> ReferenceImages:
-    """The CT series of a folder; rebuilt from the RTSTRUCT's contours when the series is incomplete."""
-    series = read_image_series(reference_folder)
+def load_reference(reference_folder: str | Path | ImageSeries, rtstruct: Dataset | None = None) -> ReferenceImages:
+    """The CT series of a folder (or one already read); rebuilt from the RTSTRUCT's contours when the series is
+    incomplete."""
+    series = reference_folder if isinstance(reference_folder, ImageSeries) else read_image_series(reference_folder)
     if rtstruct is None:
         return ReferenceImages.from_series(series)
     known = set(series.sop_instance_uids)
@@ -155,7 +156,8 @@ def load_reference(reference_folder: str | Path, rtstruct: Dataset | None = None
         if outside:
             break
     if referenced - known or outside:
-        return reference_from_rtstruct(rtstruct, series, reference_folder)
+        return reference_from_rtstruct(rtstruct, series,
+                                       None if isinstance(reference_folder, ImageSeries) else reference_folder)
     return ReferenceImages.from_series(series)
 
 
