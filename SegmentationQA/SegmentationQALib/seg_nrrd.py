@@ -14,7 +14,7 @@ import numpy as np
 
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
-from DicomFidelityCommonLib.memory import require_memory, voxel_bytes
+from DicomFidelityCommonLib.memory import voxel_bytes
 from DicomFidelityCommonLib.safe_write import atomic_output_file
 from SegmentationQALib.segmentation import LayeredSegmentation
 
@@ -80,9 +80,7 @@ def check_seg_nrrd(path: str | Path) -> None:
                 raise InvalidInputFileError(f"NRRD sizes {sizes} include an empty axis", path)
             if header.get("data file") or header.get("datafile") or header.get("byte skip") or header.get("line skip"):
                 return  # detached or skipped data: Slicer's reader checks it
-            expected = voxel_bytes(sizes, itemsize)
-            # the voxels, and the label layers Slicer (or our reader) builds from them
-            require_memory(2 * expected, f"a {'x'.join(map(str, sizes))} segmentation", path)
+            expected = voxel_bytes(sizes, itemsize)  # (the memory for them: check_image_header, called first)
             encoding = str(header.get("encoding", "raw"))
             if encoding == "raw":
                 available = path.stat().st_size - data_start
