@@ -18,6 +18,7 @@ from SegmentationQALib.compare.metrics import (
     compare_masks,
     corner_codes,
     metrics_in_box,
+    robust_hausdorff,
     surface_area_table,
 )
 
@@ -177,6 +178,36 @@ def test_real_totalsegmentator_structures_equal_surface_distance(oracle, shared_
         shifted = np.roll(mask, (1, -2, 3), axis=(0, 1, 2))
         assert_equal_to_oracle(oracle, mask, dilated, geometry)
         assert_equal_to_oracle(oracle, shifted, mask, geometry, tolerance=3.0)
+
+
+def _lexsort_percentile(distances, areas, percentile):
+    """surface-distance's compute_robust_hausdorff on one direction."""
+    order = np.lexsort((areas, distances))
+    cumulative = np.cumsum(areas[order]) / np.sum(areas)
+    return distances[order][min(int(np.searchsorted(cumulative, percentile / 100.0)), distances.size - 1)]
+
+
+@pytest.mark.parametrize("percentile", [50.0, 90.0, 95.0, 99.0, 100.0])
+def test_robust_hausdorff_by_distance_key_equals_the_sorted_surfels(percentile, monkeypatch):
+    """The per-key area sums give surface-distance's answer; exactly on a key boundary (19 of 20 equal areas at
+    95 %, all the area at 100 %) the surfels are sorted instead, and the test proves the sort ran there."""
+    rng = np.random.default_rng(int(percentile))
+    lengths = np.unique(np.round(rng.random(30) * 5, 2))
+    keys = rng.integers(0, lengths.size, 5000).astype(np.uint16)
+    areas = rng.choice([0.25, 0.5, 0.7071], 5000)
+    ranks = np.unique(areas, return_inverse=True)[1].astype(np.uint8)
+    distances = lengths[keys]
+    assert robust_hausdorff(distances, areas, percentile, ranks, keys) == _lexsort_percentile(distances, areas,
+                                                                                              percentile)
+    boundary_keys = np.r_[np.zeros(19, np.uint16), np.ones(1, np.uint16)]
+    boundary_distances = np.r_[np.full(19, 1.0), 2.0]
+    equal = np.full(20, 0.5)
+    sorted_calls = []
+    real_argsort = np.argsort
+    monkeypatch.setattr(np, "argsort", lambda *a, **k: sorted_calls.append(1) or real_argsort(*a, **k))
+    expected = _lexsort_percentile(boundary_distances, equal, 95.0)
+    assert robust_hausdorff(boundary_distances, equal, 95.0, np.zeros(20, np.uint8), boundary_keys) == expected == 1.0
+    assert sorted_calls, "a crossing on a key boundary must be resolved by the exact sort"
 
 
 def test_empty_and_one_sided_structures_have_defined_values():

@@ -32,6 +32,7 @@ DEFAULT_PERCENTILE = 95.0
 PARALLEL_QUERY_POINTS = 50_000
 NEAR_OFFSETS = 1000  # grid offsets tried before the k-d tree
 NEAR_SPACINGS = 4.0  # ... and at most this many of the largest spacing away
+BOUNDARY_MARGIN = 1e-8  # relative area: far above the rounding of a float64 running sum of 10^7 surfels
 
 Box = tuple[slice, slice, slice]  # [slice, row, column] ranges
 
@@ -312,18 +313,29 @@ def robust_hausdorff(distances: np.ndarray, areas: np.ndarray, percentile: float
     """Directed distance below which ``percentile`` % of the surface area lies (surfels sorted by distance, then
     area, as surface-distance does, so ties resolve identically).
 
-    ``area_rank`` and ``distance_key`` (small integers, equal for equal values, ordered as the values) replace the
-    two float sorts by stable radix sorts: area first, then distance, so the order is exactly lexsort's.
+    With ``distance_key`` (small integers, equal for equal distances, ordered as the distances) the answer is read
+    from the area summed per key: every surfel of one key has the same distance, so the order inside a key cannot
+    change it. Only when the percentile falls within rounding of a key's boundary (the per-key sums and
+    surface-distance's running sum may round differently there) are the surfels sorted as surface-distance sorts
+    them: stable radix sorts, area rank first, then distance key, which is exactly lexsort's order.
     """
     if distances.size == 0:
         return math.inf
+    fraction = percentile / 100.0
+    if distance_key is not None:
+        per_key = np.bincount(distance_key, weights=areas)
+        cumulative = np.cumsum(per_key) / np.sum(areas)
+        key = min(int(np.searchsorted(cumulative, fraction)), per_key.size - 1)
+        below = cumulative[key - 1] if key else 0.0
+        if min(abs(cumulative[key] - fraction), abs(fraction - below)) > BOUNDARY_MARGIN:
+            return float(distances[int(np.argmax(distance_key == key))])
     if area_rank is None or distance_key is None:
         order = np.lexsort((areas, distances))
     else:
         order = np.argsort(area_rank, kind="stable")
         order = order[np.argsort(distance_key[order], kind="stable")]
     cumulative = np.cumsum(areas[order]) / np.sum(areas)
-    index = int(np.searchsorted(cumulative, percentile / 100.0))
+    index = int(np.searchsorted(cumulative, fraction))
     return float(distances[order][min(index, distances.size - 1)])
 
 
