@@ -103,6 +103,13 @@ class ComparisonResult:
     no_consensus: list[str] = field(default_factory=list)  # structures with too few voters
     seconds: float = 0.0
     segmentations: list[tuple[str, LayeredSegmentation]] = field(default_factory=list, repr=False)
+    model_boxes: dict[str, list[Box | None]] = field(default_factory=dict, repr=False)  # model -> per segment
+
+    def boxes_by_model(self) -> dict[str, list[Box | None]]:
+        """Every model's segment boxes: found while comparing, found again only for a result built without them."""
+        if not self.model_boxes:
+            self.model_boxes = {name: segment_boxes(seg) for name, seg in self.segmentations}
+        return self.model_boxes
 
     def dice_vs_consensus(self) -> dict[str, dict[str, float]]:
         """structure label -> model -> Dice with the consensus."""
@@ -165,7 +172,6 @@ def compare_segmentations(models: Sequence[tuple[str, LayeredSegmentation]], opt
     by_name = dict(models)
     progress(0.0, "matching structures")
     matching = match_structures(models)
-    boxes = {name: segment_boxes(seg) for name, seg in models}
     rows: list[MetricRow] = []
     outliers: list[Outlier] = []
     consensus_structures: list[ConsensusStructure] = []
@@ -206,6 +212,7 @@ def compare_segmentations(models: Sequence[tuple[str, LayeredSegmentation]], opt
     large = int(np.prod(geometry.shape)) >= THREADS_MIN_VOXELS  # small grids: Python overhead, the GIL held
     workers = max(1, min(MAX_THREADS, os.cpu_count() or 1)) if large else 1
     with ThreadPoolExecutor(workers) as pool:
+        boxes = dict(zip(names, pool.map(segment_boxes, [seg for _, seg in models])))  # find_objects drops the GIL
         for number, (structure, measured) in enumerate(zip(matching.structures,
                                                            pool.map(measure, matching.structures))):
             progress(0.05 + 0.95 * number / total, f"compared {structure.label}")
@@ -223,7 +230,7 @@ def compare_segmentations(models: Sequence[tuple[str, LayeredSegmentation]], opt
     consensus_seg = pack_layers(geometry, consensus_structures)
     progress(1.0, "done")
     return ComparisonResult(names, options, geometry, matching, rows, outliers, consensus_seg, consensus_segments,
-                            no_consensus, time.perf_counter() - start, list(models))
+                            no_consensus, time.perf_counter() - start, list(models), boxes)
 
 
 def _flag(structure: MatchedStructure, vs_consensus: dict[str, PairMetrics],

@@ -16,7 +16,6 @@ import numpy as np
 
 from DicomFidelityCommonLib.safe_write import atomic_output_dir
 from SegmentationQALib.compare.case import CONSENSUS, ComparisonResult, structure_masks
-from SegmentationQALib.compare.consensus import segment_boxes
 
 CSV_COLUMNS = ["structure", "code", "model_a", "model_b", "dice", "jaccard", "hd95_mm", "hausdorff_mm", "msd_mm",
                "asd_a_to_b_mm", "asd_b_to_a_mm", "surface_dice", "tolerance_mm", "volume_a_ml", "volume_b_ml",
@@ -105,16 +104,14 @@ def _window(image: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1)
 
 
-def write_disagreement_slice(result: ComparisonResult, label: str, path: Path, image: np.ndarray | None,
-                             boxes: dict | None = None) -> bool:
+def write_disagreement_slice(result: ComparisonResult, label: str, path: Path, image: np.ndarray | None) -> bool:
     """The slice (along the slice axis) where the models' masks of ``label`` disagree most, with every model's
-    outline and the consensus dashed. ``boxes``: every model's segment boxes, when already known."""
+    outline and the consensus dashed."""
     structure = next((s for s in result.matching.structures if s.label == label), None)
     if structure is None:
         return False
     by_name = dict(result.segmentations)
-    boxes = boxes or {m: segment_boxes(seg) for m, seg in result.segmentations}
-    box, crops = structure_masks(structure, by_name, boxes)
+    box, crops = structure_masks(structure, by_name, result.boxes_by_model())
     if box is None:
         return False
     votes = sum(c.astype(np.uint8) for c in crops.values())
@@ -214,10 +211,9 @@ def write_comparison_report(result: ComparisonResult, out_dir: str | Path, image
         (tmp / "comparison.json").write_text(json.dumps(result.to_json(), indent=1, allow_nan=False),
                                              encoding="utf-8")
         heatmap = "dice_heatmap.png" if write_heatmap(result, tmp / "dice_heatmap.png") else None
-        boxes = {m: segment_boxes(seg) for m, seg in result.segmentations} if flagged else {}
         for number, label in enumerate(flagged):
             name = f"disagreement_{number:02d}_{_safe_name(label)}.png"
-            if write_disagreement_slice(result, label, tmp / name, image, boxes):
+            if write_disagreement_slice(result, label, tmp / name, image):
                 images[label] = name
         (tmp / "report.html").write_text(_html(result, images, heatmap), encoding="utf-8")
     return ReportFiles(out_dir, out_dir / "metrics.csv", out_dir / "comparison.json", out_dir / "report.html",
