@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from DicomFidelityCommonLib.errors import GeometryError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
+from SegmentationQALib.compare import metrics as metrics_module
 from SegmentationQALib.compare.metrics import (
     PairStatus,
     compare_masks,
@@ -151,6 +152,19 @@ def test_random_blobs_equal_surface_distance(oracle, seed, spacing_xyz):
     a[:, :, :3] = False  # leave some of the grid empty so the bounding boxes matter
     ours = assert_equal_to_oracle(oracle, a, b, geometry, tolerance=1.5)
     assert 0 < ours.dice < 1
+
+
+@pytest.mark.parametrize("few_pending, block", [(0, 1 << 15), (1 << 30, 1), (1 << 30, 7), (1 << 30, 1 << 15)])
+def test_both_near_offset_searches_equal_surface_distance(oracle, monkeypatch, few_pending, block):
+    """The offset table is searched one length at a time while many points are pending, then in blocks of offsets
+    (first hit per point); each search alone, and blocks that end inside a length group, give the oracle's values."""
+    monkeypatch.setattr(metrics_module, "FEW_PENDING", few_pending)
+    monkeypatch.setattr(metrics_module, "BLOCK_GATHERS", block)
+    geometry = grid((24, 40, 36), (0.8, 1.3, 2.5))
+    a = random_blob(geometry.shape, 5)
+    b = np.roll(random_blob(geometry.shape, 5), (1, 2, 1), axis=(0, 1, 2)) | random_blob(geometry.shape, 7)
+    ours = assert_equal_to_oracle(oracle, a, b, geometry, tolerance=1.5)
+    assert 0 < ours.dice < 1 and ours.hd95_mm > 0
 
 
 def test_masks_touching_the_grid_border_equal_surface_distance(oracle):

@@ -32,6 +32,8 @@ DEFAULT_PERCENTILE = 95.0
 PARALLEL_QUERY_POINTS = 50_000
 NEAR_OFFSETS = 1000  # grid offsets tried before the k-d tree
 NEAR_SPACINGS = 4.0  # ... and at most this many of the largest spacing away
+FEW_PENDING = 256  # points left for which one call per table offset costs more than gathering a block ...
+BLOCK_GATHERS = 1 << 15  # ... of this many (points x offsets) at once
 BOUNDARY_MARGIN = 1e-8  # relative area: far above the rounding of a float64 running sum of 10^7 surfels
 
 Box = tuple[slice, slice, slice]  # [slice, row, column] ranges
@@ -260,6 +262,13 @@ def _length_groups(spacing_kji: tuple[float, float, float]) -> list[tuple[int, i
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+@functools.lru_cache(maxsize=32)
+def _offset_groups(spacing_kji: tuple[float, float, float]) -> np.ndarray:
+    """The length group of every table offset."""
+    groups = _length_groups(spacing_kji)
+    return np.repeat(np.arange(len(groups), dtype=np.uint16), [stop - first for first, stop in groups])
+
+
 def _nearest_distances(points: np.ndarray, targets: np.ndarray, target_mask: np.ndarray,
                        spacing_kji: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Distance (mm) from every point to the nearest target point, and an integer sort key of the distances (equal
@@ -279,18 +288,35 @@ def _nearest_distances(points: np.ndarray, targets: np.ndarray, target_mask: np.
     keys = np.empty(len(points), np.uint16)  # the length group; beyond the table, the rank among the far distances
     pending = np.arange(len(points))
     index = points
+    position = 0  # table offsets tried so far
     for group, (first, stop) in enumerate(groups):
+        if pending.size <= FEW_PENDING:
+            break
         hit = flat[index + deltas[first]]
         for delta in deltas[first + 1:stop]:
             hit |= flat[index + delta]
+        position = stop
         if hit.any():
             resolved = pending[hit]
             distances[resolved] = lengths[first]
             keys[resolved] = group
             missed = ~hit
             pending, index = pending[missed], index[missed]
-            if pending.size == 0:
-                return distances, keys
+    # the last few points: a block of offsets per call, each point's first hit (the table is sorted by length)
+    offset_group = _offset_groups(spacing_kji)
+    while pending.size and position < len(deltas):
+        stop = min(position + max(1, BLOCK_GATHERS // pending.size), len(deltas))
+        hits = flat[index[:, None] + deltas[position:stop]]
+        found = hits.any(axis=1)
+        if found.any():
+            first_hit = position + hits[found].argmax(axis=1)
+            resolved = pending[found]
+            distances[resolved] = lengths[first_hit]
+            keys[resolved] = offset_group[first_hit]
+            pending, index = pending[~found], index[~found]
+        position = stop
+    if pending.size == 0:
+        return distances, keys
     from scipy.spatial import cKDTree  # the points farther than the table reaches
 
     spacing = np.asarray(spacing_kji)
