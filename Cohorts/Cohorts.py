@@ -41,6 +41,7 @@ class CohortsParameterNode:
     outputDirectory: str = ""
     task: str = TASK_NAMES[0]
     workers: int = 2
+    labelManifest: str = ""  # export-seg: the CSV of label files to export
 
 
 class CohortsLogic(ScriptedLoadableModuleLogic):
@@ -85,7 +86,9 @@ class CohortsWidget(ScriptedLoadableModuleWidget):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Cohort run failed.", waitCursor=True):
             # local worker processes: the cases run in plain Python beside Slicer, not in the app's interpreter
-            run = self.logic.runCohort(p.root, p.outputDirectory, p.task, workers=p.workers, progress=self._progress)
+            options = {"manifest": p.labelManifest} if p.task == "export-seg" and p.labelManifest else None
+            run = self.logic.runCohort(p.root, p.outputDirectory, p.task, workers=p.workers, options=options,
+                                       progress=self._progress)
             self._rows = self.logic.manifestRows(p.outputDirectory)
             columns = ["case", "status", "error", "seconds", "patient_id"]
             table = self.ui.manifestTable
