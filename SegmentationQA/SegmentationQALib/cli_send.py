@@ -3,7 +3,8 @@ with SegmentationQA's LABELMAP -> BINARY converter injected. Registered by cli.p
 
 DEST is ``AET@host:port`` (C-STORE) or an ``http(s)://.../dicom-web`` base URL (STOW-RS). Contract:
 DicomFidelityCommonLib.cli's; an unreachable destination is one ``error:`` line and exit 1, an object the peer
-refuses is reported in the --json ``objects`` and makes the exit code 1 after the others were sent.
+refuses, or acknowledges but does not list when queried back, is reported in the --json ``objects`` and makes the
+exit code 1 after the others were sent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def add_send_options(parser, destination_flag: str = "--to", required: bool = Tr
                         help=f"our calling AE title for C-STORE (default {DEFAULT_CALLING_AET})")
     parser.add_argument("--send-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="network timeout (connection, association, each response)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="do not query the destination afterwards for what it acknowledged (C-FIND / QIDO-RS); "
+                             "by default an object it does not list fails the send")
 
 
 def send_paths(paths: Iterable[str | Path], args, references: Iterable[str | Path] = (),
@@ -33,7 +37,8 @@ def send_paths(paths: Iterable[str | Path], args, references: Iterable[str | Pat
     paths = [Path(p) for p in paths]
     converter = LabelmapToBinaryConverter([*paths, *references])
     result = send_files(paths, args.send_to, calling_aet=args.aet, converter=converter, progress=progress,
-                        timeout=args.send_timeout, keep_converted=getattr(args, "keep_converted", None))
+                        timeout=args.send_timeout, keep_converted=getattr(args, "keep_converted", None),
+                        verify=args.verify)
     for source, written in converter.results.items():
         result.warnings.extend(f"{source}: {warning}" for warning in written.warnings)
     return result

@@ -1,7 +1,8 @@
 """A STOW-RS front for a real Orthanc that refuses what some PACS refuse over DICOMweb: chosen SOP classes and
 transfer syntaxes (FailedSOPSequence, PS3.18 10.5.3). What it accepts it stores in Orthanc through its REST API.
 Orthanc itself cannot show this: its DICOMweb plugin stores any SOP class, and (1.7) reports an instance its Lua
-ReceivedInstanceFilter dropped as stored."""
+ReceivedInstanceFilter dropped as stored. ``dropped_classes`` are acknowledged as stored and never stored, as such a
+filter does. QIDO-RS (GET) is passed to Orthanc's DICOMweb plugin."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import json
 import re
 import threading
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,9 +36,10 @@ class StowStub:
     """``with StowStub(orthanc_url, refused_classes={...}, refused_syntaxes={...}) as stub: stub.url ...``"""
 
     def __init__(self, orthanc_url: str, refused_classes: set[str] = frozenset(),
-                 refused_syntaxes: set[str] = frozenset()):
+                 refused_syntaxes: set[str] = frozenset(), dropped_classes: set[str] = frozenset()):
         self.orthanc_url = orthanc_url
         self.refused_classes, self.refused_syntaxes = set(refused_classes), set(refused_syntaxes)
+        self.dropped_classes = set(dropped_classes)
         self.received: list[tuple[str, str, bool]] = []  # (SOP class, transfer syntax, stored)
         stub = self
 
@@ -47,6 +50,19 @@ class StowStub:
                 payload = json.dumps(document).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self):  # noqa: N802
+                try:
+                    with OPENER.open(stub.orthanc_url + self.path, timeout=60) as response:
+                        status, payload = response.status, response.read()
+                        content_type = response.headers.get("Content-Type", "application/dicom+json")
+                except urllib.error.HTTPError as exc:
+                    status, payload, content_type = exc.code, exc.read(), "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -86,10 +102,12 @@ class StowStub:
                 item["00081197"] = {"vr": "US", "Value": [reason]}
                 failed.append(item)
                 continue
+            referenced.append(item)
+            if sop_class in self.dropped_classes:
+                continue
             request = urllib.request.Request(self.orthanc_url + "/instances", data=part, method="POST",
                                              headers={"Content-Type": "application/dicom"})
             OPENER.open(request, timeout=60).close()
-            referenced.append(item)
         document = {"00081198": {"vr": "SQ", "Value": failed}, "00081199": {"vr": "SQ", "Value": referenced}}
         return (200 if not failed else 202 if referenced else 409), document
 

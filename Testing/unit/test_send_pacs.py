@@ -1,6 +1,7 @@
 """`segqa send` to a real Orthanc on loopback: every object we write, by C-STORE and by STOW-RS, read back through
 Orthanc's REST API and decoded identical; LABELMAP falls back to BINARY where the peer lacks the SOP class, deflate
-is transcoded where the peer refuses it; an unreachable destination is one error line."""
+is transcoded where the peer refuses it; an unreachable destination is one error line. Every acknowledged object is
+queried back (C-FIND, QIDO-RS): one the server acknowledged and dropped fails the send."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ from validators import assert_dciodvfy_clean
 TOTALSEG = "totalsegmentator/reference_files"
 DCMQI = "dcmqi/segmentations"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
+# our calling AE title registered, as a PACS administrator would, so Orthanc answers our C-FIND (it refuses queries
+# from unknown AE titles by default; test_unqueryable_destination_is_a_warning keeps that default)
+KNOWN_SENDER = {"DicomModalities": {"dicomfidelity": ["DICOMFIDELITY", "127.0.0.1", 104]}}
+DROP_RTDOSE_LUA = """function ReceivedInstanceFilter(dicom, origin, info)
+  return dicom.Modality ~= 'RTDOSE'
+end
+"""
 
 
 def run_segqa(argv: list[str], capsys) -> tuple[int, dict | None, str]:
@@ -80,8 +89,8 @@ def outputs(shared_data, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
-    """Orthanc with its defaults: LABELMAP Segmentation Storage is not among its SOP classes."""
-    with OrthancServer(tmp_path_factory.mktemp("orthanc")) as server:
+    """Orthanc with its defaults (LABELMAP Segmentation Storage is not among its SOP classes), our AE title known."""
+    with OrthancServer(tmp_path_factory.mktemp("orthanc"), config=KNOWN_SENDER) as server:
         yield server
 
 
@@ -149,6 +158,9 @@ def send_everything(outputs, destination: str, tmp_path, capsys, *extra) -> dict
     assert code == 0, err
     assert document["ok"] and document["errors"] == [] and document["command"] == "send"
     assert document["sent"] == 116 and document["failed"] == 0
+    assert document["verified"] == 116 and document["verification_problem"] == ""
+    assert not [w for w in document["warnings"] if "not verified" in w]
+    assert all(o["verified"] is True for o in document["objects"]) and "verify" in document["timings_seconds"]
     assert {"read_headers", "send", "total"} <= set(document["timings_seconds"])
     return document
 
@@ -265,7 +277,7 @@ def test_stow_rs_retries_what_the_server_refuses(outputs, empty_orthanc, tmp_pat
 
 def test_stow_rs_reports_what_stays_refused(outputs, empty_orthanc, tmp_path, capsys):
     server = empty_orthanc
-    with StowStub(server.url, refused_classes={"1.2.840.10008.5.1.4.1.1.481.2"}) as stub:  # RT Dose Storage
+    with StowStub(server.url, refused_classes={RT_DOSE_STORAGE}) as stub:
         code, document, err = run_segqa(["send", str(outputs["rtdose"]), str(outputs["rtstruct"]), "--to", stub.url,
                                          "--json", str(tmp_path / "s.json"), "--quiet"], capsys)
     lines = err.strip().splitlines()
@@ -311,6 +323,57 @@ def test_export_seg_send(shared_data, empty_orthanc, tmp_path, capsys):
     assert "send" in document["timings_seconds"]
     received = stored(server, document["send"]["objects"][0]["sent_sop_instance_uid"], tmp_path)
     assert_same_segments(Path(document["seg_path"]), received)
+
+
+def assert_dropped_dose_fails(document: dict, code: int, err: str, outputs) -> None:
+    """The RTDOSE was acknowledged (status success) but is not on the server: the send fails, naming it."""
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: {outputs['rtdose']}: not sent to ") and "queried back" in lines[0]
+    dose, structures = by_path(document)[str(outputs["rtdose"])], by_path(document)[str(outputs["rtstruct"])]
+    assert dose["verified"] is False and dose["action"] == "as-is" and dose["status"] in (0, None)
+    assert structures["verified"] is True and structures["problem"] == ""
+    assert document["sent"] == 1 and document["failed"] == 1 and document["verified"] == 1
+
+
+def test_cstore_object_the_server_drops_fails_verification(outputs, tmp_path, capsys):
+    """Orthanc 1.10 answers C-STORE 0x0000 for an instance its ReceivedInstanceFilter drops: only the query shows
+    it is not there."""
+    script = tmp_path / "drop.lua"
+    script.write_text(DROP_RTDOSE_LUA)
+    with OrthancServer(tmp_path / "orthanc", dicomweb=False, config={**KNOWN_SENDER, "LuaScripts": [str(script)]}) \
+            as server:
+        code, document, err = run_segqa(["send", str(outputs["rtdose"]), str(outputs["rtstruct"]), "--to",
+                                         f"ORTHANC@127.0.0.1:{server.dicom_port}", "--json", str(tmp_path / "s.json"),
+                                         "--quiet"], capsys)
+        assert by_path(document)[str(outputs["rtdose"])]["status"] == 0  # acknowledged as stored ...
+        assert_dropped_dose_fails(document, code, err, outputs)
+        assert len(server.instances()) == 1  # ... and not there
+
+
+def test_stow_rs_object_the_server_drops_fails_verification(outputs, empty_orthanc, tmp_path, capsys):
+    with StowStub(empty_orthanc.url, dropped_classes={RT_DOSE_STORAGE}) as stub:
+        code, document, err = run_segqa(["send", str(outputs["rtdose"]), str(outputs["rtstruct"]), "--to", stub.url,
+                                         "--json", str(tmp_path / "s.json"), "--quiet"], capsys)
+    assert_dropped_dose_fails(document, code, err, outputs)
+    assert len(empty_orthanc.instances()) == 1
+
+
+def test_unqueryable_destination_is_a_warning(outputs, tmp_path, capsys):
+    """Orthanc's default refuses C-FIND from an AE title it does not know: the objects are sent, and the result
+    says they could not be verified (a warning, exit 0). ``--no-verify`` does not ask."""
+    with OrthancServer(tmp_path / "orthanc", dicomweb=False) as server:
+        destination = f"ORTHANC@127.0.0.1:{server.dicom_port}"
+        code, document, err = run_segqa(["send", str(outputs["rtdose"]), "--to", destination, "--json",
+                                         str(tmp_path / "s.json"), "--quiet"], capsys)
+        assert code == 0 and document["sent"] == 1 and document["verified"] == 0, err
+        assert "refused" in document["verification_problem"]
+        assert [w for w in document["warnings"] if w.startswith(f"{destination}: not verified: ")]
+        assert document["objects"][0]["verified"] is None
+        code, document, err = run_segqa(["send", str(outputs["rtdose"]), "--to", destination, "--no-verify",
+                                         "--json", str(tmp_path / "s2.json"), "--quiet"], capsys)
+        assert code == 0 and document["warnings"] == [] and document["objects"][0]["verified"] is None
+        assert "verify" not in document["timings_seconds"] and len(server.instances()) == 1
 
 
 @pytest.mark.parametrize("kind", ["dimse", "stow"])

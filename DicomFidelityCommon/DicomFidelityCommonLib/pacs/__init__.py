@@ -6,6 +6,8 @@
   SEG made by the injected ``converter`` (SegmentationQALib provides it: this package never imports a module's Lib).
 - ``http(s)://.../dicom-web``: STOW-RS (dicomweb-client, pacs.stow); HTTP cannot negotiate, so a refused object is
   retried once, converted or transcoded the same way.
+- Then every object the destination acknowledged is queried back (pacs.verify: C-FIND or QIDO-RS), since a success
+  status is not proof that it was kept; one it does not list fails.
 - The result (pacs.result) says per object what was sent and how; the CLI contract turns failures into exit 1.
 """
 
@@ -44,8 +46,9 @@ def require_network_package(protocol: Protocol) -> None:
 def send_files(sources: Iterable[str | Path], destination: str | Destination,
                calling_aet: str = DEFAULT_CALLING_AET, converter: LabelmapConverter | None = None,
                progress: ProgressCallback | None = None, timeout: float = 30.0,
-               keep_converted: str | Path | None = None) -> SendResult:
-    """Send the DICOM files (and the DICOM files in folders) in ``sources`` to ``destination``.
+               keep_converted: str | Path | None = None, verify: bool = True) -> SendResult:
+    """Send the DICOM files (and the DICOM files in folders) in ``sources`` to ``destination``, then (``verify``)
+    query back what it acknowledged.
 
     Converted BINARY SEGs are made in a temporary folder and removed afterwards, unless ``keep_converted`` names
     a folder to keep them in. A destination that cannot be reached raises PacsError; objects the peer refuses are
@@ -53,6 +56,7 @@ def send_files(sources: Iterable[str | Path], destination: str | Destination,
     """
     from DicomFidelityCommonLib.pacs.dimse import send_dimse
     from DicomFidelityCommonLib.pacs.stow import send_stow
+    from DicomFidelityCommonLib.pacs.verify import verify_sent
 
     progress = progress or no_progress
     destination = destination if isinstance(destination, Destination) else parse_destination(destination)
@@ -70,6 +74,9 @@ def send_files(sources: Iterable[str | Path], destination: str | Destination,
         if not keep_converted:
             for sent in result.objects:
                 sent.converted_path = ""  # removed with the scratch folder
+    if verify:
+        progress(1.0, "querying back what was stored")
+        verify_sent(result, destination, calling_aet, timeout)
     result.timings["read_headers"] = read_time
     result.timings["total"] = time.perf_counter() - start
     return result

@@ -25,13 +25,14 @@ class ObjectHeader:
     sop_instance_uid: str
     series_instance_uid: str
     transfer_syntax_uid: str
+    study_instance_uid: str = ""
 
 
 def read_object_header(path: str | Path) -> ObjectHeader:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True,
-                             specific_tags=["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID"])
+                             specific_tags=["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"])
     except Exception as exc:  # pydicom raises many types for a damaged file
         raise InvalidInputFileError(f"not a readable DICOM file ({exc})", path) from exc
     meta = getattr(ds, "file_meta", None)
@@ -42,7 +43,8 @@ def read_object_header(path: str | Path) -> ObjectHeader:
         raise InvalidInputFileError("no SOPClassUID / SOPInstanceUID: not a storable DICOM object", path)
     if not syntax:
         raise InvalidInputFileError("no file meta TransferSyntaxUID (not a DICOM Part 10 file)", path)
-    return ObjectHeader(path, str(sop_class), str(sop_instance), str(ds.get("SeriesInstanceUID", "")), str(syntax))
+    return ObjectHeader(path, str(sop_class), str(sop_instance), str(ds.get("SeriesInstanceUID", "")), str(syntax),
+                        str(ds.get("StudyInstanceUID", "")))
 
 
 def collect_files(sources: Iterable[str | Path]) -> list[Path]:

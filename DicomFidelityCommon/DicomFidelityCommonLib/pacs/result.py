@@ -44,10 +44,12 @@ class SentObject:
     status: int | None = None  # the DIMSE status, or the STOW-RS failure reason
     problem: str = ""
     converted_path: str = ""  # the BINARY SEG made for a peer without LABELMAP (kept only when asked)
+    sent_study_instance_uid: str = ""
+    verified: bool | None = None  # listed by the destination when queried back (None: not queried; pacs.verify)
 
     @property
     def ok(self) -> bool:
-        return self.action != SendAction.FAILED
+        return self.action != SendAction.FAILED and self.verified is not False
 
     def mark_sent(self, target: ObjectHeader, syntax: str, action: SendAction) -> None:
         """Stored: ``target`` (this object, or the BINARY SEG made of it) in ``syntax``, by ``action``."""
@@ -55,6 +57,7 @@ class SentObject:
         self.sent_sop_class_uid = target.sop_class_uid
         self.sent_sop_instance_uid = target.sop_instance_uid
         self.sent_series_instance_uid = target.series_instance_uid
+        self.sent_study_instance_uid = target.study_instance_uid
         self.sent_transfer_syntax_uid = syntax
 
     def to_json(self) -> dict:
@@ -63,7 +66,7 @@ class SentObject:
                 "sent_sop_class_uid": self.sent_sop_class_uid, "sent_sop_instance_uid": self.sent_sop_instance_uid,
                 "sent_series_instance_uid": self.sent_series_instance_uid,
                 "sent_transfer_syntax_uid": self.sent_transfer_syntax_uid, "status": self.status,
-                "problem": self.problem, "converted_path": self.converted_path}
+                "problem": self.problem, "converted_path": self.converted_path, "verified": self.verified}
 
 
 @dataclass
@@ -74,10 +77,15 @@ class SendResult:
     objects: list[SentObject] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    verification_problem: str = ""  # why the stored objects could not be queried back ("" if they were, or not asked)
 
     @property
     def ok(self) -> bool:
         return all(o.ok for o in self.objects)
+
+    @property
+    def verified(self) -> int:
+        return sum(o.verified is True for o in self.objects)
 
     @property
     def failed(self) -> list[SentObject]:
@@ -88,8 +96,10 @@ class SendResult:
 
     def summary(self) -> str:
         parts = [f"{self.count(a)} {a.value}" for a in SendAction if self.count(a)]
+        checked = f"; {self.verified} found when queried back" if any(o.verified is not None for o in self.objects) \
+            else "; not verified" if self.verification_problem else ""
         return f"sent {len(self.objects) - len(self.failed)}/{len(self.objects)} objects to {self.destination} " \
-               f"by {self.protocol.value} ({', '.join(parts) or 'nothing'})"
+               f"by {self.protocol.value} ({', '.join(parts) or 'nothing'}){checked}"
 
     def first_failure(self) -> PacsError | None:
         failed = self.failed
@@ -101,5 +111,6 @@ class SendResult:
     def to_json(self) -> dict:
         return {"destination": self.destination, "protocol": self.protocol.value, "calling_aet": self.calling_aet,
                 "sent": len(self.objects) - len(self.failed), "failed": len(self.failed),
-                "actions": {a.value: self.count(a) for a in SendAction},
+                "actions": {a.value: self.count(a) for a in SendAction}, "verified": self.verified,
+                "verification_problem": self.verification_problem,
                 "objects": [o.to_json() for o in self.objects]}
