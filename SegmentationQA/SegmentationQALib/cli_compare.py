@@ -4,7 +4,8 @@
                   --segmentation B.seg.nrrd --name moose [--segmentation ...] --output-dir OUT
                   [--consensus majority|staple] [--tolerance-mm 2] [--json R.json]
 
-``--labels`` and ``--name`` belong to the ``--segmentation`` before them.
+``--labels`` and ``--name`` belong to the ``--segmentation`` before them. An RTSTRUCT is read onto the planes of
+the reference CT, which must then be DICOM (as for `segqa load-rtstruct`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import time
 from pathlib import Path
 
 from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments
-from DicomFidelityCommonLib.errors import DicomFidelityError
+from DicomFidelityCommonLib.errors import DicomFidelityError, ReferenceNotDicomError, WrongModalityError
 from SegmentationQALib.compare import ComparisonOptions, ConsensusMethod
+from SegmentationQALib.rtstruct.dataset import is_rtstruct_file
 
 
 class _ModelOption(argparse.Action):
@@ -39,9 +41,9 @@ def commandCompare(args) -> CommandResult:
         raise DicomFidelityError("compare needs at least two --segmentation", models[0]["path"] if models else None)
     logic = args.make_logic()
     warnings: list[str] = []
-    nodes = [logic.loadSegmentationFile(m["path"], labels=m["labels"], warnings=warnings) for m in models]
     names = [m["name"] or Path(m["path"]).name.split(".")[0] for m in models]
     volumeNode, folder = args.load_reference(logic, args.reference)
+    nodes = [_loadModel(logic, model, name, folder, warnings) for model, name in zip(models, names)]
     options = ComparisonOptions(tolerance_mm=args.tolerance_mm, consensus=ConsensusMethod(args.consensus))
     result, report, resampled = logic.compareSegmentations(nodes, volumeNode, folder, names, options,
                                                            args.output_dir, args.export_consensus,
@@ -56,11 +58,29 @@ def commandCompare(args) -> CommandResult:
         warnings + resampled, timings, result.to_json())
 
 
+def _loadModel(logic, model: dict, name: str, referenceFolder, warnings: list[str]):
+    """A model's segmentation node: an RTSTRUCT rasterised on the DICOM reference's planes, anything else read as
+    `loadSegmentationFile` reads it."""
+    path = model["path"]
+    if not is_rtstruct_file(path):
+        return logic.loadSegmentationFile(path, name=name, labels=model["labels"], warnings=warnings)
+    if model["labels"] is not None:
+        raise WrongModalityError("--labels describes the values of a label volume; an RTSTRUCT names its own ROIs",
+                                 path)
+    if referenceFolder is None:
+        raise ReferenceNotDicomError("an RTSTRUCT is read onto the planes of its CT: give --reference as the CT's "
+                                     "DICOM folder", path)
+    node, loaded = logic.rtstruct.load(path, referenceFolder, name=name)
+    warnings.extend(f"{path}: {warning}" for warning in loaded.warnings)
+    return node
+
+
 def add_compare_command(subparsers, makeLogic, loadReference) -> None:
     compare = subparsers.add_parser("compare", help="agreement per structure between several models' segmentations")
     compare.add_argument("--reference", required=True, help="DICOM folder of the CT, or a volume file")
     compare.add_argument("--segmentation", action=_ModelOption, required=True,
-                         help="a model's segmentation (.seg.nrrd, label .nii.gz/.nrrd, DICOM SEG); repeat per model")
+                         help="a model's segmentation (.seg.nrrd, label .nii.gz/.nrrd, DICOM SEG, RTSTRUCT); "
+                              "repeat per model")
     compare.add_argument("--labels", action=_ModelOption, help="label description of the --segmentation before it")
     compare.add_argument("--name", action=_ModelOption, help="model name of the --segmentation before it")
     compare.add_argument("--output-dir", required=True, help="new folder: metrics.csv, comparison.json, report.html")

@@ -73,3 +73,47 @@ def test_consensus_seg_needs_a_dicom_reference_and_nothing_is_written_without(sh
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith("error: ") and "DICOM" in err[-1]
     assert not out.exists()
+
+
+def test_rtstruct_models_are_read_on_the_ct_planes(shared_data, tmp_path, capsys):
+    """TotalSegmentator's labels as label NIfTI, as our DICOM SEG and as our RTSTRUCT (on a CT series written for
+    them): the RTSTRUCT is rasterised on the CT planes, every structure is matched by its code across the three
+    formats, and the SEG and the RTSTRUCT both equal the labels (our contours read back exactly on their planes)."""
+    labels = shared_data / TOTALSEG / "example_seg_fast_force_split.nii.gz"
+    assert cli.main(["export-seg", "--segmentation", str(labels), "--labels", "totalsegmentator:total",
+                     "--reference", str(shared_data / TOTALSEG / "example_ct.nii.gz"), "--export-reference",
+                     "--body-part", "ABDOMEN", "--output-dir", str(tmp_path / "seg"), "--quiet"]) == 0
+    ct, seg = tmp_path / "seg" / "reference", next((tmp_path / "seg").glob("*.seg.dcm"))
+    assert cli.main(["export-rtstruct", "--segmentation", str(seg), "--reference", str(ct), "--output-dir",
+                     str(tmp_path / "rt"), "--json", str(tmp_path / "rt.json"), "--quiet"]) == 0
+    rtstruct = json.loads((tmp_path / "rt.json").read_text())["path"]
+    code = cli.main(["compare", "--reference", str(ct), "--segmentation", str(labels), "--labels",
+                     "totalsegmentator:total", "--name", "nifti", "--segmentation", str(seg), "--name", "seg",
+                     "--segmentation", rtstruct, "--name", "rtstruct", "--output-dir", str(tmp_path / "review"),
+                     "--json", str(tmp_path / "r.json"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    document = json.loads((tmp_path / "r.json").read_text())
+    structures = document["matching"]["structures"]
+    assert len(structures) == 61 and all(len(s["members"]) == 3 and s["method"] == "code" for s in structures)
+    assert not any(document["matching"]["unmatched"].values())
+    rows = [r for r in document["rows"] if r["model_b"] != "consensus"]
+    same = [r for r in rows if {r["model_a"], r["model_b"]} == {"nifti", "seg"}]
+    assert len(same) == 61 and all(r["dice"] == 1.0 and r["hd95_mm"] == 0.0 for r in same)
+    contoured = [r for r in rows if "rtstruct" in (r["model_a"], r["model_b"])]
+    assert len(contoured) == 122 and all(r["status"] == "both_present" and r["dice"] == 1.0 for r in contoured)
+
+
+def test_an_rtstruct_model_needs_a_dicom_reference(shared_data, tmp_path, capsys):
+    rs = shared_data / "dicompyler-core" / "rtss.dcm"
+    a, _, _, _ = _models(shared_data, tmp_path)
+    code = cli.main(["compare", "--reference", str(shared_data / TOTALSEG / "example_ct.nii.gz"), "--segmentation",
+                     str(a), "--segmentation", str(rs), "--output-dir", str(tmp_path / "review"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err == [f"error: {rs}: an RTSTRUCT is read onto the planes of its CT: give --reference as "
+                                 "the CT's DICOM folder"]
+    code = cli.main(["compare", "--reference", str(shared_data / "dicompyler-core"), "--segmentation", str(rs),
+                     "--labels", "totalsegmentator:total", "--segmentation", str(rs), "--output-dir",
+                     str(tmp_path / "review"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith(f"error: {rs}: --labels describes")
+    assert not (tmp_path / "review").exists()

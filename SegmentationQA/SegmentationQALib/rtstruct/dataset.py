@@ -39,6 +39,15 @@ class ReferenceImages:
                    series_instance_uid=series.series_instance_uid, header=first, warnings=list(series.warnings))
 
 
+def is_rtstruct_file(path: str | Path) -> bool:
+    """Whether ``path`` is a readable DICOM file of an RTSTRUCT (its header only; False for anything else)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+    except Exception:  # not DICOM, or damaged: the reader it is handed to names the problem
+        return False
+    return str(ds.get("Modality", "")) == "RTSTRUCT" or str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE
+
+
 def read_rtstruct_dataset(path: str | Path) -> Dataset:
     try:
         ds = pydicom.dcmread(path)
