@@ -4,7 +4,7 @@
     dicomfidelity pairs --db cohort.sqlite [--json pairs.json]
     dicomfidelity run ml-dataset --db cohort.sqlite --output-dir OUT [--workers N | --scheduler tcp://HOST:PORT]
                       [--retry-failed] [--format nifti|nrrd|npz]
-    dicomfidelity run compare-seg --db cohort.sqlite --output-dir OUT [--consensus majority|staple]
+    dicomfidelity run compare-seg --db cohort.sqlite --output-dir OUT [--consensus majority|staple] [--no-rtstruct]
     dicomfidelity run export-seg --db cohort.sqlite --output-dir OUT --manifest labels.csv [--labels SPEC]
                       [--seg-type auto|binary|labelmap] [--algorithm-type manual|semiautomatic|automatic]
     dicomfidelity run rtstruct-check --db cohort.sqlite --output-dir OUT [--lossy-volume-change PCT] [--lossy-dice D]
@@ -54,8 +54,8 @@ def taskOptions(args) -> dict:
     """The options of the chosen task only: every option is part of what decides whether a case is redone."""
     if args.task == "ml-dataset":
         return {"format": args.format}
-    if args.task == "compare-seg":
-        return {"consensus": args.consensus}
+    if args.task == "compare-seg":  # "rtstruct" only when off, so finished cases keep their options
+        return {"consensus": args.consensus} | ({"rtstruct": False} if args.no_rtstruct else {})
     if args.task == "export-seg":  # without --manifest: run_task names what is missing
         options = {"manifest": args.manifest, "seg_type": args.seg_type, "algorithm_type": args.algorithm_type,
                    "series_description": args.series_description}
@@ -107,6 +107,8 @@ def buildParser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=[f.value for f in ArrayFormat], default=ArrayFormat.NIFTI.value,
                      help="ml-dataset arrays")
     run.add_argument("--consensus", choices=["majority", "staple"], default="majority", help="compare-seg consensus")
+    run.add_argument("--no-rtstruct", action="store_true",
+                     help="compare-seg: compare the SEGs only (by default a case's RTSTRUCTs are models too)")
     run.add_argument("--manifest", default=None, metavar="labels.csv",
                      help="export-seg: one case per row (label_file; ct_series_uid or ct_folder; optional labels)")
     run.add_argument("--labels", default=None, metavar="SPEC",

@@ -117,17 +117,21 @@ TASKS = {"ml-dataset": ml_dataset}
 
 
 def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
-    """The case's SEGs, one per model, compared per structure on its CT grid (SegmentationQALib.compare); the
-    review goes into the case folder (review/metrics.csv, comparison.json, report.html)."""
+    """The case's segmentations, one per model, compared per structure on its CT grid (SegmentationQALib.compare):
+    its SEGs and (option ``rtstruct``, on by default) its RTSTRUCTs, read on the CT planes, so an RTSTRUCT of
+    clinical contours is compared with the models too. The review goes into the case folder (review/metrics.csv,
+    comparison.json, report.html)."""
     from DicomFidelityCommonLib.dicom.series import read_image_series
     from SegmentationQALib.compare import ComparisonOptions, ConsensusMethod, compare_segmentations
     from SegmentationQALib.compare.report import write_comparison_report, write_consensus_seg
+    from SegmentationQALib.rtstruct import read_rtstruct
     from SegmentationQALib.seg import load_seg
 
     segs = case.get("segs") or []
-    if len(segs) < 2:
-        raise DicomFidelityError(f"{len(segs)} SEG(s) reference this CT series; comparing needs two or more",
-                                 case["ct_files"][0] if case.get("ct_files") else None)
+    rtstructs = (case.get("rtstructs") or []) if options.get("rtstruct", True) else []
+    if len(segs) + len(rtstructs) < 2:
+        raise DicomFidelityError(f"{len(segs)} SEG(s) and {len(rtstructs)} RTSTRUCT(s) reference this CT series; "
+                                 "comparing needs two or more", case["ct_files"][0] if case.get("ct_files") else None)
     series = read_image_series(case["ct_files"])
     models, warnings = [], []
     for seg in segs:
@@ -138,6 +142,10 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
             warnings.append(f"{Path(seg['path']).name}: resampled onto the CT grid ({changed} voxels changed)")
         name = _model_name(loaded, seg["path"], [m for m, _ in models])
         models.append((name, layered))
+    for rtstruct in rtstructs:
+        loaded = read_rtstruct(rtstruct["path"], series)
+        warnings += [f"{Path(rtstruct['path']).name}: {w}" for w in loaded.warnings]
+        models.append((_unique(_rtstruct_model(rtstruct["path"]), [m for m, _ in models]), loaded.segmentation))
     result = compare_segmentations(models, ComparisonOptions(consensus=ConsensusMethod(options.get("consensus",
                                                                                                  "majority"))))
     report = write_comparison_report(result, Path(case_output_dir) / "review", series.pixel_array())
@@ -151,7 +159,19 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
 def _model_name(loaded, path: str, taken: list[str]) -> str:
     """A SEG's model: its segments' algorithm name, else its series description, else its file name; unique."""
     names = {s.algorithm_name for s in loaded.layered.segments if s.algorithm_name}
-    name = next(iter(names)) if len(names) == 1 else (loaded.series_description or Path(path).stem)
+    return _unique(next(iter(names)) if len(names) == 1 else (loaded.series_description or Path(path).stem), taken)
+
+
+def _rtstruct_model(path: str) -> str:
+    """An RTSTRUCT's model: its series description, else "RTSTRUCT" (the same name in every case of a cohort, where
+    structure set labels such as "RS1" are not)."""
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"])
+    return str(header.get("SeriesDescription", "")).strip() or "RTSTRUCT"
+
+
+def _unique(name: str, taken: list[str]) -> str:
     candidate, number = name, 2
     while candidate in taken:
         candidate, number = f"{name} ({number})", number + 1

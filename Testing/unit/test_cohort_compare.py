@@ -102,3 +102,40 @@ def test_the_planted_outliers_lead_the_ranked_list(review):
                                                                              "below_peers" in reasons)
     first_two = {(o["case"].split("-")[0], o["structure"].lower(), o["model"]) for o in outliers[:2]}
     assert ("case3", "liver", "modelC") in first_two  # the lowest Dice comes first
+
+
+def test_a_cases_rtstruct_is_compared_with_its_segs(tmp_path):
+    """Clinical contours (an RTSTRUCT, its series description naming the model) are a model beside the SEGs: read on
+    the CT planes, in the cohort table, and flagged where they disagree; --no-rtstruct compares the SEGs only."""
+    import pydicom
+
+    from DicomFidelityCommonLib.dicom.series import read_image_series
+    from SegmentationQALib.rtstruct.write import RtStructExportOptions, write_rtstruct
+    from SegmentationQALib.seg import load_seg
+
+    rng = np.random.default_rng(11)
+    for number in range(2):
+        case = tmp_path / "tree" / f"case{number}"
+        _write_case(tmp_path / "tree", number, rng)
+        (case / "modelC.seg.dcm").unlink()
+        layered = load_seg(case / "modelA.seg.dcm").layered
+        if number == 1:  # the clinical liver 9 voxels away from the models'
+            layered.layers[0] = np.where(layered.layers[0] == 1, 0, layered.layers[0])
+            layered.layers[0][_ball(layered.geometry.shape, (10, 21, 12), 7.0) & (layered.layers[0] == 0)] = 1
+        write_rtstruct(layered, read_image_series(case / "ct"), case / "clinical.dcm",
+                       RtStructExportOptions(series_description="Clinical"))
+        assert pydicom.dcmread(case / "clinical.dcm").Modality == "RTSTRUCT"
+    db = tmp_path / "cohort.sqlite"
+    assert cohort_cli.main(["index", str(tmp_path / "tree"), "--db", str(db), "--quiet"]) == 0
+    for out, extra, models in ((tmp_path / "with", [], {"modelA", "modelB", "Clinical"}),
+                               (tmp_path / "without", ["--no-rtstruct"], {"modelA", "modelB"})):
+        assert cohort_cli.main(["run", "compare-seg", "--db", str(db), "--output-dir", str(out), "--workers", "1",
+                                "--quiet", *extra]) == 0
+        with open(out / "manifest.csv", newline="") as handle:
+            assert [row["status"] for row in csv.DictReader(handle)] == ["ok", "ok"]
+        with open(out / "cohort_metrics.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert {row["model"] for row in rows} == models and len(rows) == 2 * 3 * len(models)
+    with open(tmp_path / "with" / "cohort_outliers.csv", newline="") as handle:
+        outliers = {(o["case"].split("-")[0], o["structure"].lower(), o["model"]) for o in csv.DictReader(handle)}
+    assert ("case1", "liver", "Clinical") in outliers and ("case0", "liver", "Clinical") not in outliers
