@@ -134,18 +134,23 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
                                  "comparing needs two or more", case["ct_files"][0] if case.get("ct_files") else None)
     series = read_image_series(case["ct_files"])
     models, warnings = [], []
+
+    def on_ct_grid(layered, path: str):
+        if layered.geometry.is_close(series.geometry):
+            return layered
+        layered, changed = layered.resampled_to(series.geometry)
+        warnings.append(f"{Path(path).name}: resampled onto the CT grid ({changed} voxels changed)")
+        return layered
+
     for seg in segs:
         loaded = load_seg(seg["path"])
-        layered = loaded.layered
-        if not layered.geometry.is_close(series.geometry):
-            layered, changed = layered.resampled_to(series.geometry)
-            warnings.append(f"{Path(seg['path']).name}: resampled onto the CT grid ({changed} voxels changed)")
         name = _model_name(loaded, seg["path"], [m for m, _ in models])
-        models.append((name, layered))
-    for rtstruct in rtstructs:
+        models.append((name, on_ct_grid(loaded.layered, seg["path"])))
+    for rtstruct in rtstructs:  # on planes rebuilt from its contours where CT slices are missing: resampled then
         loaded = read_rtstruct(rtstruct["path"], series)
         warnings += [f"{Path(rtstruct['path']).name}: {w}" for w in loaded.warnings]
-        models.append((_unique(_rtstruct_model(rtstruct["path"]), [m for m, _ in models]), loaded.segmentation))
+        name = _unique(_rtstruct_model(rtstruct["path"]), [m for m, _ in models])
+        models.append((name, on_ct_grid(loaded.segmentation, rtstruct["path"])))
     result = compare_segmentations(models, ComparisonOptions(consensus=ConsensusMethod(options.get("consensus",
                                                                                                  "majority"))))
     report = write_comparison_report(result, Path(case_output_dir) / "review", series.pixel_array())

@@ -277,7 +277,9 @@ def _nearest_distances(points: np.ndarray, targets: np.ndarray, target_mask: np.
     ``points`` and ``targets`` are flat indices into ``target_mask`` (the boolean corner grid of the targets), whose
     border is at least the offset table's reach wide around every point. The table is tried one length at a time
     (all offsets of equal length together, then the points that met a target are set aside): the first length at
-    which a point meets the other surface is its distance, exactly as offset by offset.
+    which a point meets the other surface is its distance, exactly as offset by offset. When few points are left,
+    each call gathers a block of offsets for all of them and takes every point's first hit (the same answer, with
+    fewer calls); the points beyond the table go to a k-d tree.
     """
     offsets, lengths, _ = _offset_table(spacing_kji)
     shape = target_mask.shape
