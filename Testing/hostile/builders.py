@@ -575,6 +575,21 @@ def _rt_case(contour_edit=None, empty=False, damage: Callable[[Path], Path] | No
     return build
 
 
+def _compare_rt_case(contour_edit=None, damage: Callable[[Path], Path] | None = None):
+    """`segqa compare` of the liver SEG with a hostile RTSTRUCT as the second model."""
+    def build(work: Path, data: Path) -> Run:
+        _lenient()
+        path = _rtstruct(data, work / "hostile_rs.dcm", contour_edit)
+        if damage:
+            damage(path)
+        out, json_path = work / "review", work / "result.json"
+        return Run("segqa", ["compare", "--reference", str(data / CT3), "--segmentation", str(data / LIVER_SEG),
+                             "--segmentation", str(path), "--output-dir", str(out), "--quiet", "--json",
+                             str(json_path)], out, {path.name}, json_path)
+
+    return build
+
+
 def _contour_text(text: str, which: int = 1):
     def edit(contours):
         _set_raw(contours[which], "ContourData", text)
@@ -846,6 +861,9 @@ CASES: dict[str, Callable[[Path, Path], Run]] = {
     "rtstruct-truncated": _rt_case(damage=lambda p: _truncate(p, 0.5)),
     "rtstruct-empty-roi": _rt_case(empty=True),
     "rtstruct-not-dicom": _rt_case(damage=lambda p: p.write_text("no DICOM here\n" * 40) and p),
+    "compare-rtstruct-nan-coordinates": _compare_rt_case(_contour_text("nan\\nan\\nan\\1\\2\\3\\4\\5\\6")),
+    "compare-rtstruct-truncated": _compare_rt_case(damage=lambda p: _truncate(p, 0.5)),
+    "compare-rtstruct-not-triples": _compare_rt_case(_contour_not_triples),
     "rtstruct-wrong-modality": lambda work, data: _rt_run(
         work, data, Path(shutil.copyfile(sorted((data / CT3).glob("*.dcm"))[0], work / "ct_slice.dcm"))),
     # RTDOSE
