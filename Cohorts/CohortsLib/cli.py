@@ -54,8 +54,8 @@ def taskOptions(args) -> dict:
     """The options of the chosen task only: every option is part of what decides whether a case is redone."""
     if args.task == "ml-dataset":
         return {"format": args.format}
-    if args.task == "compare-seg":  # "rtstruct" only when off, so finished cases keep their options
-        return {"consensus": args.consensus} | ({"rtstruct": False} if args.no_rtstruct else {})
+    if args.task == "compare-seg":
+        return {"consensus": args.consensus, "rtstruct": not args.no_rtstruct}
     if args.task == "export-seg":  # without --manifest: run_task names what is missing
         options = {"manifest": args.manifest, "seg_type": args.seg_type, "algorithm_type": args.algorithm_type,
                    "series_description": args.series_description}

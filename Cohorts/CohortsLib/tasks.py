@@ -184,6 +184,7 @@ def _unique(name: str, taken: list[str]) -> str:
 
 
 TASKS["compare-seg"] = compare_seg
+compare_seg.cohort_version = 2  # 2: a case's RTSTRUCTs are models too (cases finished by version 1 are redone)
 
 
 def export_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
