@@ -137,7 +137,7 @@ def test_two_workers_match_one_and_rerun_skips_everything(tmp_path):
     assert all(not r.executed for r in again.records)
 
 
-def test_changed_fingerprint_or_options_reruns_only_what_changed(dirs):
+def test_changed_fingerprint_or_options_reruns_only_what_changed(dirs, monkeypatch):
     out, db, markers = dirs
     options = {"marker_dir": str(markers)}
     run_cohort(make_cases(), toy_task, out, db, options, workers=2)
@@ -158,6 +158,10 @@ def test_changed_fingerprint_or_options_reruns_only_what_changed(dirs):
     # Other options redo every case.
     result = run_cohort(cases, toy_task, out, db, {**options, "sleep": 0.01}, workers=2)
     assert result.counts["ran"] == N_CASES
+    # So does a new version of the task (its cohort_version), and only once.
+    monkeypatch.setattr(toy_task, "cohort_version", 2, raising=False)
+    assert run_cohort(cases, toy_task, out, db, {**options, "sleep": 0.01}, workers=2).counts["ran"] == N_CASES
+    assert run_cohort(cases, toy_task, out, db, {**options, "sleep": 0.01}, workers=2).counts["ran"] == 0
 
 
 def test_failures_are_recorded_and_retried_only_when_asked(dirs, tmp_path):
