@@ -139,3 +139,8 @@ def test_a_cases_rtstruct_is_compared_with_its_segs(tmp_path):
     with open(tmp_path / "with" / "cohort_outliers.csv", newline="") as handle:
         outliers = {(o["case"].split("-")[0], o["structure"].lower(), o["model"]) for o in csv.DictReader(handle)}
     assert ("case1", "liver", "Clinical") in outliers and ("case0", "liver", "Clinical") not in outliers
+    consensus = sorted((tmp_path / "with").glob("case1-*/consensus.seg.dcm"))
+    assert len(consensus) == 1
+    algorithms = {str(i.SegmentAlgorithmName) for i in pydicom.dcmread(consensus[0]).SegmentSequence}
+    assert algorithms == {"consensus of modelA, modelB, Clinical"}
+    assert_dciodvfy_clean(consensus[0])
