@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from SegmentationQALib import cli
+from validators import assert_dciodvfy_clean
 
 TOTALSEG = "totalsegmentator/reference_files"
 
@@ -90,7 +91,7 @@ def test_rtstruct_models_are_read_on_the_ct_planes(shared_data, tmp_path, capsys
     code = cli.main(["compare", "--reference", str(ct), "--segmentation", str(labels), "--labels",
                      "totalsegmentator:total", "--name", "nifti", "--segmentation", str(seg), "--name", "seg",
                      "--segmentation", rtstruct, "--name", "rtstruct", "--output-dir", str(tmp_path / "review"),
-                     "--json", str(tmp_path / "r.json"), "--quiet"])
+                     "--export-consensus", "--json", str(tmp_path / "r.json"), "--quiet"])
     assert code == 0, capsys.readouterr().err
     document = json.loads((tmp_path / "r.json").read_text())
     structures = document["matching"]["structures"]
@@ -101,6 +102,7 @@ def test_rtstruct_models_are_read_on_the_ct_planes(shared_data, tmp_path, capsys
     assert len(same) == 61 and all(r["dice"] == 1.0 and r["hd95_mm"] == 0.0 for r in same)
     contoured = [r for r in rows if "rtstruct" in (r["model_a"], r["model_b"])]
     assert len(contoured) == 122 and all(r["status"] == "both_present" and r["dice"] == 1.0 for r in contoured)
+    assert_dciodvfy_clean(tmp_path / "review" / "consensus.seg.dcm")
 
 
 def test_an_rtstruct_model_needs_a_dicom_reference(shared_data, tmp_path, capsys):
