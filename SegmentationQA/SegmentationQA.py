@@ -147,24 +147,13 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._compareImages = {}
         self.ui.checkRtStructButton.connect("clicked(bool)", self.onCheckRtStruct)
         self.ui.exportRtStructButton.connect("clicked(bool)", self.onExportRtStruct)
-        self._addSendRow()
+        self.ui.sendButton.connect("clicked(bool)", self.onSend)  # the last export, to a PACS
         self.initializeParameterNode()
-
-    def _addSendRow(self) -> None:
-        """'Send to': the last SEG/RTSTRUCT export (and its written reference) to a PACS, as `segqa send` does."""
-        self.sendToLineEdit, self.sendButton = qt.QLineEdit(), qt.QPushButton("Send last export")
-        self.sendToLineEdit.placeholderText = "AET@host:port or http(s)://host/dicom-web"
-        self.sendButton.enabled = False
-        row = qt.QHBoxLayout()
-        row.addWidget(self.sendToLineEdit)
-        row.addWidget(self.sendButton)
-        self.ui.exportSegButton.parentWidget().layout().addRow("Send to:", row)
-        self.sendButton.connect("clicked(bool)", self.onSend)
 
     def _rememberExport(self, written: list[str], referenceVolume) -> None:
         series = self.logic.referenceSeriesForVolume(referenceVolume) if referenceVolume is not None else None
         self._lastExport = (written, [str(path) for path in series.paths] if series is not None else [])
-        self.sendButton.enabled = True
+        self.ui.sendButton.enabled = True
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -245,7 +234,7 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ensureDependencies()
             dialog, progress = self._progressDialog("Sending")
             try:
-                result = send_files(written, self.sendToLineEdit.text, progress=progress,
+                result = send_files(written, self.ui.sendToLineEdit.text, progress=progress,
                                     converter=LabelmapToBinaryConverter([*written, *references]))
             finally:
                 dialog.close()
