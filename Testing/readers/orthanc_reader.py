@@ -13,19 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from servers.orthanc import OPENER, OrthancServer
+from servers.stow_stub import split_multipart
 
 from readers.base import Reader, ReaderMissing, ReaderUnsupported, ReadResult, segments_from_frames
 
 _server = {}
 
 
-def start(workdir: Path) -> None:
+def start(workdir: Path, dicomweb: bool = False) -> None:
+    """Our own Orthanc (with its DICOMweb plugin only for the DICOMweb reader, which needs it)."""
     try:
-        from servers.orthanc import OrthancServer
-    except ImportError as exc:
-        raise ReaderMissing(f"Testing/servers/orthanc.py: {exc}") from None
-    try:
-        _server["orthanc"] = OrthancServer(workdir / "orthanc", dicomweb=True).start()
+        _server["orthanc"] = OrthancServer(workdir / "orthanc", dicomweb=dicomweb).start()
     except RuntimeError as exc:
         raise ReaderMissing(str(exc)) from None
 
@@ -37,8 +36,6 @@ def stop() -> None:
 
 
 def _request(path: str, data: bytes | None = None, what: str = "") -> bytes:
-    from servers.orthanc import OPENER
-
     server = _server["orthanc"]
     request = urllib.request.Request(server.url + path, data=data, method="POST" if data is not None else "GET",
                                      headers={"Content-Type": "application/dicom"} if data is not None else {})
@@ -55,8 +52,6 @@ def _rest_frames(instance: str, ds: pydicom.Dataset) -> np.ndarray:
 
 
 def _wado_frames(instance: str, ds: pydicom.Dataset) -> np.ndarray:
-    from servers.orthanc import OPENER
-
     count = int(ds.get("NumberOfFrames", 1))
     path = (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
             f"/frames/{','.join(str(n) for n in range(1, count + 1))}")
@@ -67,9 +62,7 @@ def _wado_frames(instance: str, ds: pydicom.Dataset) -> np.ndarray:
             content_type, body = response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as exc:
         raise ReaderUnsupported(f"Orthanc WADO-RS frames: HTTP {exc.code}: {_detail(exc.read())}") from None
-    boundary = next(p.split("=", 1)[1].strip('"') for p in content_type.split(";") if p.strip().startswith("boundary"))
-    parts = [p for p in body.split(b"--" + boundary.encode()) if b"\r\n\r\n" in p]
-    payloads = [p.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n") for p in parts]
+    payloads = split_multipart(body, content_type)
     if len(payloads) != count:
         raise ReaderUnsupported(f"Orthanc WADO-RS frames: {len(payloads)} parts for {count} frames")
     pixels = ds.Rows * ds.Columns
@@ -100,10 +93,7 @@ def _read(seg_path: Path, frames_of) -> ReadResult:
         ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
         return ReadResult(segments_from_frames(ds, frames_of(instance, ds)))
     finally:
-        from servers.orthanc import OPENER
-
-        delete = urllib.request.Request(f"{_server['orthanc'].url}/instances/{instance}", method="DELETE")
-        OPENER.open(delete, timeout=60).close()
+        _server["orthanc"].delete_instance(instance)
 
 
 def version() -> str:
@@ -118,4 +108,4 @@ def dicomweb_version() -> str:
 
 READER = Reader("Orthanc", version, lambda seg, ref, work: _read(seg, _rest_frames), start=start, stop=stop)
 DICOMWEB_READER = Reader("Orthanc DICOMweb", dicomweb_version, lambda seg, ref, work: _read(seg, _wado_frames),
-                         start=start, stop=stop)
+                         start=lambda workdir: start(workdir, dicomweb=True), stop=stop)

@@ -194,8 +194,13 @@ class OrthancServer:
             found = [item["ID"] for item in json.loads(response.read()) if item.get("Type") == "Instance"]
         return found[0] if found else None
 
+    def _delete(self, path: str) -> None:
+        OPENER.open(urllib.request.Request(self.url + path, method="DELETE"), timeout=60).close()
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._delete(f"/instances/{instance_id}")
+
     def clear(self) -> None:
         """Delete every stored patient (between tests on one module-scoped server)."""
         for patient in self._get_json("/patients"):
-            request = urllib.request.Request(f"{self.url}/patients/{patient}", method="DELETE")
-            OPENER.open(request, timeout=60).close()
+            self._delete(f"/patients/{patient}")

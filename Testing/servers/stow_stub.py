@@ -16,12 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pydicom
 
+from servers.orthanc import OPENER
+
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122  # "Referenced Transfer Syntax not supported" (PS3.18 Table I.2-3)
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def split_multipart(body: bytes, content_type: str) -> list[bytes]:
+    """The parts of a multipart/related body (STOW-RS requests, WADO-RS responses)."""
     boundary = re.search(r'boundary="?([^";]+)"?', content_type).group(1).encode()
     parts = []
     for chunk in body.split(b"--" + boundary)[1:]:
