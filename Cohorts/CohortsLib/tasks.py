@@ -124,7 +124,7 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
     from DicomFidelityCommonLib.dicom.series import read_image_series
     from SegmentationQALib.compare import ComparisonOptions, ConsensusMethod, compare_segmentations
     from SegmentationQALib.compare.report import write_comparison_report, write_consensus_seg
-    from SegmentationQALib.rtstruct import read_rtstruct
+    from SegmentationQALib.rtstruct import read_rtstruct, read_rtstruct_dataset
     from SegmentationQALib.seg import load_seg
 
     segs = case.get("segs") or []
@@ -147,9 +147,11 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
         name = _model_name(loaded, seg["path"], [m for m, _ in models])
         models.append((name, on_ct_grid(loaded.layered, seg["path"])))
     for rtstruct in rtstructs:  # on planes rebuilt from its contours where CT slices are missing: resampled then
-        loaded = read_rtstruct(rtstruct["path"], series)
+        dataset = read_rtstruct_dataset(rtstruct["path"])
+        loaded = read_rtstruct(rtstruct["path"], series, dataset=dataset)
         warnings += [f"{Path(rtstruct['path']).name}: {w}" for w in loaded.warnings]
-        name = _unique(_rtstruct_model(rtstruct["path"]), [m for m, _ in models])
+        # named by series description (the same in every case of a cohort, where labels such as "RS1" are not)
+        name = _unique(str(dataset.get("SeriesDescription", "")).strip() or "RTSTRUCT", [m for m, _ in models])
         models.append((name, on_ct_grid(loaded.segmentation, rtstruct["path"])))
     result = compare_segmentations(models, ComparisonOptions(consensus=ConsensusMethod(options.get("consensus",
                                                                                                  "majority"))))
@@ -165,15 +167,6 @@ def _model_name(loaded, path: str, taken: list[str]) -> str:
     """A SEG's model: its segments' algorithm name, else its series description, else its file name; unique."""
     names = {s.algorithm_name for s in loaded.layered.segments if s.algorithm_name}
     return _unique(next(iter(names)) if len(names) == 1 else (loaded.series_description or Path(path).stem), taken)
-
-
-def _rtstruct_model(path: str) -> str:
-    """An RTSTRUCT's model: its series description, else "RTSTRUCT" (the same name in every case of a cohort, where
-    structure set labels such as "RS1" are not)."""
-    import pydicom
-
-    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"])
-    return str(header.get("SeriesDescription", "")).strip() or "RTSTRUCT"
 
 
 def _unique(name: str, taken: list[str]) -> str:
@@ -283,15 +276,16 @@ def rtstruct_check(case: dict, case_output_dir: Path, options: dict) -> dict:
         label = f"{kind}{number}"
         extra: dict = {"source": path, "kind": kind, "sop_instance_uid": obj.get("sop_instance_uid")}
         if kind == "rtstruct":  # as `segqa load-rtstruct`: its planes (rebuilt when CT slices are missing)
-            planes = load_reference(series, read_rtstruct_dataset(path))  # the series read once per case
-            loaded = read_rtstruct(path, planes)
-            layered, object_warnings = loaded.segmentation, loaded.warnings
-            extra["file_check"] = check_rtstruct(path, planes).to_json()
+            dataset = read_rtstruct_dataset(path)  # the file read once, the series once per case
+            planes = load_reference(series, dataset)
+            loaded = read_rtstruct(path, planes, dataset=dataset)
+            layered, object_warnings = loaded.segmentation, loaded.warnings  # the planes' warnings included
+            extra["file_check"] = check_rtstruct(path, planes, dataset=dataset).to_json()
         else:
             loaded = load_seg(path)
-            layered, object_warnings = loaded.layered, loaded.warnings
+            layered, object_warnings = loaded.layered, loaded.warnings + ct_planes.warnings
         fidelity = check_rtstruct_fidelity(layered, ct_planes.geometry, thresholds)
-        fidelity.warnings = list(object_warnings) + list(ct_planes.warnings) + fidelity.warnings
+        fidelity.warnings = list(object_warnings) + fidelity.warnings
         write_fidelity_report(fidelity, out / label, image, series.geometry, extra)  # fidelity.json names the file
         warnings += [f"{Path(path).name}: {w}" for w in fidelity.warnings]
         if fidelity.worst_verdict.rank > worst.rank:

@@ -47,6 +47,17 @@ def round_trip(shared_data, tmp_path_factory):
     return folder, first, fidelity, out, second
 
 
+def test_a_series_already_read_gets_the_planes_its_folder_gets(round_trip):
+    """The cohort tasks pass the CT series they read; the planes are rebuilt from the contours as for the folder."""
+    from DicomFidelityCommonLib.dicom.series import read_image_series
+
+    folder, first, _, _, _ = round_trip
+    by_series = read_rtstruct(folder / "rtss.dcm", read_image_series(folder))
+    assert by_series.reference.synthesized
+    assert by_series.reference.geometry.is_close(first.reference.geometry)
+    assert by_series.segmentation.voxel_counts() == first.segmentation.voxel_counts()
+
+
 def test_reference_planes_rebuilt_from_contours(round_trip):
     folder, first, _, _, _ = round_trip
     reference = first.reference

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from DicomFidelityCommonLib.dicom.series import ImageSeries
 from SegmentationQALib.rtstruct import dataset as rt
@@ -81,10 +82,12 @@ def _is_simple(points_2d: np.ndarray) -> bool:
         return False
 
 
-def check_rtstruct(path: str | Path, reference: rt.ReferenceImages | ImageSeries | str | Path) -> RtStructCheckResult:
-    """Check an existing RTSTRUCT against its images: what a planning system would reject or misread."""
+def check_rtstruct(path: str | Path, reference: rt.ReferenceImages | ImageSeries | str | Path,
+                   dataset: Dataset | None = None) -> RtStructCheckResult:
+    """Check an existing RTSTRUCT against its images: what a planning system would reject or misread
+    (``dataset``: the file already read, as read_rtstruct takes it)."""
     started = time.perf_counter()
-    ds = rt.read_rtstruct_dataset(path)
+    ds = dataset if dataset is not None else rt.read_rtstruct_dataset(path)
     reference = rt.resolve_reference(reference, ds)
     geometry = reference.geometry
     issues: list[RtStructIssue] = []

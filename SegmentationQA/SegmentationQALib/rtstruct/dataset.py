@@ -179,10 +179,8 @@ def roi_tables(ds: Dataset):
 
 
 def resolve_reference(reference: ReferenceImages | ImageSeries | str | Path, rtstruct: Dataset) -> ReferenceImages:
-    """The planes an RTSTRUCT is read or checked on, from what the caller has: a CT folder (rebuilt from the
-    contours when incomplete), a read series, or planes already made."""
-    if isinstance(reference, (str, Path)):
+    """The planes an RTSTRUCT is read or checked on, from what the caller has: a CT folder or a series already read
+    (either rebuilt from the contours when incomplete), or planes already made."""
+    if isinstance(reference, (str, Path, ImageSeries)):
         return load_reference(reference, rtstruct)
-    if isinstance(reference, ImageSeries):
-        return ReferenceImages.from_series(reference)
     return reference

@@ -82,15 +82,16 @@ def roi_contours_on_grid(contour_item: Dataset, geometry: VolumeGeometry,
 
 
 def read_rtstruct(path: str | Path, reference: ReferenceImages | ImageSeries | str | Path,
-                  progress: ProgressCallback | None = None) -> RtStructLoadResult:
+                  progress: ProgressCallback | None = None, dataset: Dataset | None = None) -> RtStructLoadResult:
     """Read an RTSTRUCT into a layered segmentation on the reference planes (even-odd, voxel-centre inclusion).
 
     ``reference`` may be a folder with the CT series; when slices are missing, planes are rebuilt from the contours.
-    Overlapping ROIs go into separate layers, as Slicer stores them.
+    Overlapping ROIs go into separate layers, as Slicer stores them. ``dataset``: the file already read
+    (read_rtstruct_dataset), so a caller that needs it too reads it once.
     """
     started = time.perf_counter()
     progress = progress or no_progress
-    ds = read_rtstruct_dataset(path)
+    ds = dataset if dataset is not None else read_rtstruct_dataset(path)
     reference = resolve_reference(reference, ds)
     geometry = reference.geometry
     warnings = list(reference.warnings)
