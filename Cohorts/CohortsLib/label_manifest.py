@@ -87,6 +87,7 @@ def read_label_manifest(manifest: str | Path, db_path: str | Path, default_label
     or index, or a manifest without the needed columns."""
     manifest = Path(manifest)
     base = manifest.resolve().parent
+    default_labels = _label_spec(default_labels or "", Path.cwd())  # a command-line path: from where it was typed
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -103,7 +104,7 @@ def read_label_manifest(manifest: str | Path, db_path: str | Path, default_label
     seen: dict[str, int] = {}
     for number, row in enumerate(rows, start=2):  # the CSV line: the header is line 1
         label_file = _resolve(row[LABEL_FILE], base) if row.get(LABEL_FILE) else ""
-        labels = _label_spec(row.get(LABELS) or default_labels or "", base)
+        labels = _label_spec(row[LABELS], base) if row.get(LABELS) else default_labels
         uid, folder = row.get(CT_SERIES_UID, ""), row.get(CT_FOLDER, "")
         problem = ""
         if not label_file:

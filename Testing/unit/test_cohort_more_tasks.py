@@ -272,3 +272,24 @@ def test_export_seg_without_a_usable_manifest_is_one_error_line(cohort, tmp_path
     assert cohort_cli.main([*run, "--manifest", str(bad)]) != 0
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"error: {bad}: ") and "label_file" in error[0]
+
+
+def test_manifest_paths_relative_to_the_manifest_and_labels_option_to_the_working_folder(shared_data, tmp_path,
+                                                                                          monkeypatch):
+    """A manifest cell is relative to the manifest's folder; the --labels default, typed on the command line, is
+    relative to where it was typed."""
+    from CohortsLib.label_manifest import read_label_manifest
+
+    db = tmp_path / "cohort.sqlite"
+    assert cohort_cli.main(["index", str(shared_data / "dcmqi/segmentations/ct-3slice"), "--db", str(db),
+                            "--quiet"]) == 0
+    uid = str(pydicom.dcmread(next((shared_data / "dcmqi/segmentations/ct-3slice").glob("*.dcm"))).SeriesInstanceUID)
+    (tmp_path / "sub").mkdir()
+    manifest = tmp_path / "sub" / "labels.csv"
+    manifest.write_text(f"ct_series_uid,label_file,labels\n{uid},a.nii.gz,\n{uid},b.nii.gz,cell.txt\n")
+    monkeypatch.chdir(tmp_path)
+    default_row, cell_row = read_label_manifest(manifest, db, "typed.txt")
+    assert default_row["labels"] == str(tmp_path / "typed.txt")
+    assert cell_row["labels"] == str(tmp_path / "sub" / "cell.txt")
+    assert cell_row["label_file"] == str(tmp_path / "sub" / "b.nii.gz") and not cell_row["row_problem"]
+    assert read_label_manifest(manifest, db, "totalsegmentator:total")[0]["labels"] == "totalsegmentator:total"
