@@ -12,7 +12,7 @@ from pathlib import Path
 
 from CohortsLib.label_manifest import MANIFEST_FIELDS, read_label_manifest
 from CohortsLib.review import write_cohort_review
-from CohortsLib.tasks import TASKS
+from CohortsLib.tasks import TASKS, with_defaults
 from DicomFidelityCommonLib.cohort import index_tree, pair_cases
 from DicomFidelityCommonLib.errors import DicomFidelityError, InvalidInputFileError
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress, scaled
@@ -63,7 +63,8 @@ def run_task(db, task: str, output_dir, options: dict | None = None, workers: in
     cases, fields = task_cases(db, task, options)
     # what the cases already carry (the label manifest and its default description) is no task option: moving the
     # manifest must not redo finished cases
-    options = {k: v for k, v in options.items() if not (task == "export-seg" and k in ("manifest", "labels"))}
+    options = with_defaults(task, {k: v for k, v in options.items()
+                                   if not (task == "export-seg" and k in ("manifest", "labels"))})
     run = run_cohort(cases, TASKS[task], output_dir, db, options, workers=workers, scheduler=scheduler,
                      retry_failed=retry_failed, progress=progress, manifest_fields=fields)
     review = None

@@ -27,6 +27,20 @@ class ArrayFormat(Enum):
         return {ArrayFormat.NIFTI: ".nii.gz", ArrayFormat.NRRD: ".nrrd", ArrayFormat.NPZ: ".npz"}[self]
 
 
+# Every option of every task, with its default. run_task fills them in before the options are hashed, so a run from
+# the panel (which sets few) and one from the command line (which sets all) agree on which cases are done.
+TASK_DEFAULTS = {
+    "ml-dataset": {"format": ArrayFormat.NIFTI.value},
+    "compare-seg": {"consensus": "majority", "rtstruct": True, "consensus_seg": True},
+    "export-seg": {"seg_type": "auto", "algorithm_type": "manual", "series_description": "Segmentation"},
+    "rtstruct-check": {},
+}
+
+
+def with_defaults(task: str, options: dict | None) -> dict:
+    return {**TASK_DEFAULTS.get(task, {}), **(options or {})}
+
+
 def doses_to_sum(case: dict) -> tuple[list[str], list[str]]:
     """The RTDOSE files of a case that make its dose, and why: the per-beam doses of one plan summed, or the one
     plan/fraction dose. Several candidates are never guessed between: that is an error naming them."""
@@ -53,7 +67,7 @@ def ml_dataset(case: dict, case_output_dir: Path, options: dict) -> dict:
     from DoseAlignmentLib.align import align, read_reference
     from DoseAlignmentLib.export import write_arrays, write_volume
 
-    fmt = ArrayFormat(options.get("format", ArrayFormat.NIFTI.value))
+    fmt = ArrayFormat(with_defaults("ml-dataset", options)["format"])
     out = Path(case_output_dir)
     reference = read_reference(case["ct_files"])
     warnings = list(case.get("warnings") or [])
@@ -127,8 +141,9 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
     from SegmentationQALib.rtstruct import read_rtstruct, read_rtstruct_dataset
     from SegmentationQALib.seg import load_seg
 
+    options = with_defaults("compare-seg", options)
     segs = case.get("segs") or []
-    rtstructs = (case.get("rtstructs") or []) if options.get("rtstruct", True) else []
+    rtstructs = (case.get("rtstructs") or []) if options["rtstruct"] else []
     if len(segs) + len(rtstructs) < 2:
         raise DicomFidelityError(f"{len(segs)} SEG(s) and {len(rtstructs)} RTSTRUCT(s) reference this CT series; "
                                  "comparing needs two or more", case["ct_files"][0] if case.get("ct_files") else None)
@@ -153,11 +168,10 @@ def compare_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
         # named by series description (the same in every case of a cohort, where labels such as "RS1" are not)
         name = _unique(str(dataset.get("SeriesDescription", "")).strip() or "RTSTRUCT", [m for m, _ in models])
         models.append((name, on_ct_grid(loaded.segmentation, rtstruct["path"])))
-    result = compare_segmentations(models, ComparisonOptions(consensus=ConsensusMethod(options.get("consensus",
-                                                                                                 "majority"))))
+    result = compare_segmentations(models, ComparisonOptions(consensus=ConsensusMethod(options["consensus"])))
     report = write_comparison_report(result, Path(case_output_dir) / "review", series.pixel_array())
     outputs = {"review": str(report.html), "metrics_csv": str(report.csv), "comparison_json": str(report.json)}
-    if options.get("consensus_seg", True) and result.consensus is not None and result.consensus.segments:
+    if options["consensus_seg"] and result.consensus is not None and result.consensus.segments:
         written = write_consensus_seg(result, series, Path(case_output_dir) / "consensus.seg.dcm")
         outputs["consensus_seg"] = written.seg_path
     return {"outputs": outputs, "warnings": warnings}
@@ -212,9 +226,10 @@ def export_seg(case: dict, case_output_dir: Path, options: dict) -> dict:
                 f"{series.series_instance_uid} ({'x'.join(map(str, ct.shape[::-1]))} at "
                 f"{np.round(ct.origin_lps, 2).tolist()} mm, spacing {np.round(ct.spacing, 4).tolist()})", label_file)
         warnings.append("label volume axes reordered onto the CT grid (no voxel changed)")
-    seg_options = SegExportOptions(seg_type=SegType(options.get("seg_type", SegType.AUTO.value)),
-                                   series_description=options.get("series_description", "Segmentation"),
-                                   algorithm_type=str(options.get("algorithm_type", "manual")).upper())
+    options = with_defaults("export-seg", options)
+    seg_options = SegExportOptions(seg_type=SegType(options["seg_type"]),
+                                   series_description=options["series_description"],
+                                   algorithm_type=str(options["algorithm_type"]).upper())
     name = f"{safe_file_name(Path(label_file).name.split('.')[0])}.seg.dcm"
     try:
         result = write_seg(layered, series, Path(case_output_dir) / name, seg_options)

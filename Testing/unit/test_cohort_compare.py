@@ -136,6 +136,9 @@ def test_a_cases_rtstruct_is_compared_with_its_segs(tmp_path):
         with open(out / "cohort_metrics.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
         assert {row["model"] for row in rows} == models and len(rows) == 2 * 3 * len(models)
+    from CohortsLib.logic import run_task  # what the panel calls, with no options set: the same cases are done
+
+    assert run_task(db, "compare-seg", tmp_path / "with", None, workers=1)[0].counts["ran"] == 0
     with open(tmp_path / "with" / "cohort_outliers.csv", newline="") as handle:
         outliers = {(o["case"].split("-")[0], o["structure"].lower(), o["model"]) for o in csv.DictReader(handle)}
     assert ("case1", "liver", "Clinical") in outliers and ("case0", "liver", "Clinical") not in outliers
