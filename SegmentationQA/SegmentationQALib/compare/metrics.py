@@ -142,10 +142,10 @@ class SurfaceDistances:
     distances_b_to_a: np.ndarray
     areas_a: np.ndarray
     areas_b: np.ndarray
-    area_rank_a: np.ndarray | None = None  # per surfel, the rank of its area among the table's (see robust_hausdorff)
-    area_rank_b: np.ndarray | None = None
-    key_a_to_b: np.ndarray | None = None  # per surfel, the sort key of its distance (see _nearest_distances)
-    key_b_to_a: np.ndarray | None = None
+    area_rank_a: np.ndarray  # per surfel, the rank of its area among the table's (see robust_hausdorff)
+    area_rank_b: np.ndarray
+    key_a_to_b: np.ndarray  # per surfel, the sort key of its distance (see _nearest_distances)
+    key_b_to_a: np.ndarray
 
 
 def _padded(mask: np.ndarray, pad: Sequence[int]) -> np.ndarray:
@@ -204,15 +204,7 @@ def prepare_mask(mask: np.ndarray, spacing_kji: Sequence[float]) -> PreparedMask
 
 
 def prepared_distances(a: PreparedMask, b: PreparedMask, spacing_kji: Sequence[float]) -> SurfaceDistances:
-    """Surfel distances between two prepared masks (both non-empty, prepared from arrays of one shape)."""
-    spacing_kji = tuple(float(s) for s in spacing_kji)
-    to_b, key_b = _nearest_distances(a.index, b.index, b.border, spacing_kji)
-    to_a, key_a = _nearest_distances(b.index, a.index, a.border, spacing_kji)
-    return SurfaceDistances(to_b, to_a, a.areas, b.areas, a.area_rank, b.area_rank, key_b, key_a)
-
-
-def surface_distances_in_box(a: np.ndarray, b: np.ndarray, spacing_kji: Sequence[float]) -> SurfaceDistances:
-    """Surfels and their distances for two boolean arrays covering (at least) both masks' bounding boxes.
+    """Surfel distances between two prepared masks (both non-empty, prepared from arrays of one shape).
 
     Work grows with the surface, not with the box volume as a distance transform's does: each surface point first
     looks for the other surface at the nearby grid offsets, nearest first (most points of two agreeing models are
@@ -220,11 +212,10 @@ def surface_distances_in_box(a: np.ndarray, b: np.ndarray, spacing_kji: Sequence
     computed from the integer index offset exactly as scipy's ``distance_transform_edt`` (and so surface-distance)
     computes it. Surfels come in C order of their corner, as surface-distance lists them (the same in any box).
     """
-    prepared_a, prepared_b = prepare_mask(a, spacing_kji), prepare_mask(b, spacing_kji)
-    if prepared_a.count and prepared_b.count:
-        return prepared_distances(prepared_a, prepared_b, spacing_kji)
-    return SurfaceDistances(np.full(prepared_a.areas.shape, np.inf), np.full(prepared_b.areas.shape, np.inf),
-                            prepared_a.areas, prepared_b.areas, prepared_a.area_rank, prepared_b.area_rank)
+    spacing_kji = tuple(float(s) for s in spacing_kji)
+    to_b, key_b = _nearest_distances(a.index, b.index, b.border, spacing_kji)
+    to_a, key_a = _nearest_distances(b.index, a.index, a.border, spacing_kji)
+    return SurfaceDistances(to_b, to_a, a.areas, b.areas, a.area_rank, b.area_rank, key_b, key_a)
 
 
 def _offset_distances(offsets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
