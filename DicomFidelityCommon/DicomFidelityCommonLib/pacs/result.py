@@ -65,6 +65,7 @@ class SentObject:
                 "sop_instance_uid": self.sop_instance_uid, "transfer_syntax_uid": self.transfer_syntax_uid,
                 "sent_sop_class_uid": self.sent_sop_class_uid, "sent_sop_instance_uid": self.sent_sop_instance_uid,
                 "sent_series_instance_uid": self.sent_series_instance_uid,
+                "sent_study_instance_uid": self.sent_study_instance_uid,
                 "sent_transfer_syntax_uid": self.sent_transfer_syntax_uid, "status": self.status,
                 "problem": self.problem, "converted_path": self.converted_path, "verified": self.verified}
 
