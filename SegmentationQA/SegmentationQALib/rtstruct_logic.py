@@ -12,7 +12,7 @@ from pathlib import Path
 
 from DicomFidelityCommonLib.dicom import series as dicom_series
 from DicomFidelityCommonLib.errors import ReferenceNotDicomError
-from DicomFidelityCommonLib.mrml import FRAME_OF_REFERENCE_ATTRIBUTE, INSTANCE_UIDS_ATTRIBUTE
+from DicomFidelityCommonLib.mrml import FRAME_OF_REFERENCE_ATTRIBUTE, INSTANCE_UIDS_ATTRIBUTE, SOURCE_FILE_ATTRIBUTE
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.safe_write import OutputTransaction, safe_file_name
 from SegmentationQALib.reference_series import PatientStudyInfo, ReferenceModality, write_reference_series
@@ -86,7 +86,7 @@ class RtStructLogic:
         layered = self.nodes.layeredSegmentationFromNode(segmentationNode, None, warnings)
         readTime = time.perf_counter() - start
         result = check_rtstruct_fidelity(layered, reference.geometry if reference else geometry, thresholds,
-                                         lambda f, m: progress(0.9 * f, m), holes=HoleEncoding(holes))
+                                         lambda f, m: progress(0.9 * f, m), holes=holes)
         result.warnings = warnings + (reference.warnings if reference else []) + result.warnings
         result.timings["read_inputs"] = readTime
         if reportDir is not None:
@@ -107,18 +107,14 @@ class RtStructLogic:
                        thresholds: FidelityThresholds | None = None, failOn: Verdict | None = None,
                        planesFromRtStruct=None, referenceModality: ReferenceModality = ReferenceModality.CT,
                        patientInfo: PatientStudyInfo | None = None, fileName: str | None = None,
-                       progress: ProgressCallback | None = None,
-                       holes: HoleEncoding | str | None = None) -> tuple[RtStructExportResult, FidelityResult]:
+                       progress: ProgressCallback | None = None) -> tuple[RtStructExportResult, FidelityResult]:
         """Check, then write the RTSTRUCT from the very contours checked. ``failOn`` refuses the export (raises
         FidelityGateError, nothing written) when a segment is that bad. A reference volume not loaded from DICOM
-        is written as a new series into ``outputDir/reference`` with ``exportReference``. ``holes`` (default
-        ``options.holes``: separate) says how holes are written: separate inner contours or keyholes."""
+        is written as a new series into ``outputDir/reference`` with ``exportReference``. ``options.holes`` (default
+        separate) says how holes are written: separate inner contours or keyholes."""
         start = time.perf_counter()
         progress = progress or no_progress
-        options = RtStructExportOptions(**vars(options)) if options is not None else RtStructExportOptions()
-        if holes is not None:
-            options.holes = HoleEncoding(holes)
-        options.holes = HoleEncoding(options.holes)
+        options = options or RtStructExportOptions()
         outputDir = Path(outputDir)
         reference, image, geometry = self.reference(referenceVolumeNode, referenceDicomFolder, planesFromRtStruct)
         if reference is None and not exportReference:
@@ -164,6 +160,7 @@ class RtStructLogic:
         node = self.nodes.segmentationNodeFromLayered(loaded.segmentation, name or Path(path).name.split(".")[0])
         if loaded.reference.frame_of_reference_uid:
             node.SetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE, loaded.reference.frame_of_reference_uid)
+        node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))  # named by checkFrameOfReference, as for a loaded SEG
         loaded.timings["create_segmentation_node"] = time.perf_counter() - t
         return node, loaded
 

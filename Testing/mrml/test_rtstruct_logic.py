@@ -93,3 +93,18 @@ def test_cli_fail_on_and_bad_input(shared_data, tmp_path, capsys):
                      "--output", str(tmp_path / "x.seg.nrrd"), "--quiet"]) == 1
     assert "junk.dcm" in capsys.readouterr().err
     assert not (tmp_path / "x.seg.nrrd").exists()
+
+
+def test_a_node_loaded_from_an_rtstruct_names_it_when_its_frame_of_reference_differs(logic, shared_data, tmp_path):
+    """Exported onto another CT's frame of reference, a segmentation loaded from an RTSTRUCT is refused with the
+    RTSTRUCT named (as a SEG-loaded one names its SEG), and nothing is written into the output folder."""
+    from DicomFidelityCommonLib.errors import FrameOfReferenceMismatchError
+
+    folder = shared_data / "dicompyler-core"
+    node, _ = logic.rtstruct.load(folder / "rtss.dcm", folder)
+    with pytest.raises(FrameOfReferenceMismatchError) as raised:
+        logic.exportDicomSeg(node, outputDir=tmp_path / "out",
+                             referenceDicomFolder=shared_data / "dcmqi/segmentations/ct-3slice")
+    assert raised.value.path is not None and str(raised.value.path).endswith("rtss.dcm")
+    assert list((tmp_path / "out").glob("*")) == []  # nothing written (an empty folder at most)
+    assert list((tmp_path / "out").glob("*")) == []  # nothing written (an empty folder at most)
