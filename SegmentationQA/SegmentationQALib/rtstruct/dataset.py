@@ -40,10 +40,14 @@ class ReferenceImages:
 
 
 def is_rtstruct_file(path: str | Path) -> bool:
-    """Whether ``path`` is a readable DICOM file of an RTSTRUCT (its header only; False for anything else)."""
+    """Whether ``path`` is a DICOM file of an RTSTRUCT, from its file meta (a deflated SEG is not inflated to say
+    no); a file without meta by its Modality. False for anything unreadable: the reader it goes to names that."""
     try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+        if meta.get("MediaStorageSOPClassUID"):
+            return str(meta.MediaStorageSOPClassUID) == RT_STRUCTURE_SET_STORAGE
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
-    except Exception:  # not DICOM, or damaged: the reader it is handed to names the problem
+    except Exception:  # not DICOM, or damaged
         return False
     return str(ds.get("Modality", "")) == "RTSTRUCT" or str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE
 
