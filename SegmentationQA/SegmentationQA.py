@@ -226,16 +226,14 @@ class SegmentationQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._rememberExport([result.seg_path, *result.reference_paths], p.referenceVolume)
 
     def onSend(self) -> None:
-        from DicomFidelityCommonLib.pacs import send_files
-        from SegmentationQALib.seg.to_binary import LabelmapToBinaryConverter
+        from SegmentationQALib.seg.to_binary import send_with_binary_fallback
 
         written, references = self._lastExport  # set by _rememberExport: the button is enabled only after an export
         with slicer.util.tryWithErrorDisplay("Sending failed.", waitCursor=True):
             ensureDependencies()
             dialog, progress = self._progressDialog("Sending")
             try:
-                result = send_files(written, self.ui.sendToLineEdit.text, progress=progress,
-                                    converter=LabelmapToBinaryConverter([*written, *references]))
+                result = send_with_binary_fallback(written, self.ui.sendToLineEdit.text, references, progress)
             finally:
                 dialog.close()
             self._showResult(f"{result.summary()}.",

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from DicomFidelityCommonLib.cli import CommandResult, ProgressBar, add_common_arguments
-from DicomFidelityCommonLib.pacs import DEFAULT_CALLING_AET, SendResult, send_files
-from SegmentationQALib.seg.to_binary import LabelmapToBinaryConverter
+from DicomFidelityCommonLib.pacs import DEFAULT_CALLING_AET, SendResult
+from SegmentationQALib.seg.to_binary import send_with_binary_fallback
 
 
 def add_send_options(parser, destination_flag: str = "--to", required: bool = True) -> None:
@@ -32,16 +32,10 @@ def add_send_options(parser, destination_flag: str = "--to", required: bool = Tr
 
 def send_paths(paths: Iterable[str | Path], args, references: Iterable[str | Path] = (),
                progress=None) -> SendResult:
-    """Send ``paths``; a LABELMAP SEG the peer refuses goes as BINARY, its reference series taken from the files
-    sent or ``references``."""
-    paths = [Path(p) for p in paths]
-    converter = LabelmapToBinaryConverter([*paths, *references])
-    result = send_files(paths, args.send_to, calling_aet=args.aet, converter=converter, progress=progress,
-                        timeout=args.send_timeout, keep_converted=getattr(args, "keep_converted", None),
-                        verify=args.verify)
-    for source, written in converter.results.items():
-        result.warnings.extend(f"{source}: {warning}" for warning in written.warnings)
-    return result
+    """send_with_binary_fallback with the command's send options."""
+    return send_with_binary_fallback(paths, args.send_to, references, progress, calling_aet=args.aet,
+                                     timeout=args.send_timeout, keep_converted=getattr(args, "keep_converted", None),
+                                     verify=args.verify)
 
 
 def commandSend(args) -> CommandResult:

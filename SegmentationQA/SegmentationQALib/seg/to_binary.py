@@ -16,6 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -25,6 +26,9 @@ from DicomFidelityCommonLib.errors import DicomFidelityError, GeometryError, Wro
 from SegmentationQALib.seg.options import Compression, SegExportOptions, SegExportResult, SegType
 from SegmentationQALib.seg.read import load_seg
 from SegmentationQALib.seg.write import write_seg
+
+if TYPE_CHECKING:
+    from DicomFidelityCommonLib.pacs import SendResult
 
 
 def referenced_series_uid(header: pydicom.Dataset, path: str | Path) -> str:
@@ -36,11 +40,13 @@ def referenced_series_uid(header: pydicom.Dataset, path: str | Path) -> str:
 
 
 def labelmap_to_binary(seg_path: str | Path, reference: ImageSeries, output_path: str | Path,
-                       compression: Compression | None = None) -> SegExportResult:
+                       compression: Compression | None = None,
+                       header: pydicom.Dataset | None = None) -> SegExportResult:
     """Write the LABELMAP SEG at ``seg_path`` as a BINARY SEG at ``output_path``, by default deflated when the
     LABELMAP was (1-bit frames of many segments are large: 0.11 MB deflated LABELMAP -> 4.2 MB plain BINARY for 61
-    TotalSegmentator labels) and uncompressed otherwise; the sender transcodes when the peer refuses deflate."""
-    header = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    TotalSegmentator labels) and uncompressed otherwise; the sender transcodes when the peer refuses deflate.
+    ``header``: the SEG's header when the caller has read it already."""
+    header = header if header is not None else pydicom.dcmread(seg_path, stop_before_pixels=True)
     if compression is None:
         deflated = header.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
         compression = Compression.DEFLATE if deflated else Compression.NONE
@@ -73,14 +79,22 @@ class LabelmapToBinaryConverter:
     names among ``candidates`` (the files being sent and any reference folders) and converts into the work folder."""
 
     def __init__(self, candidates: Iterable[str | Path] = ()):
-        self.candidates: list[Path] = []
-        for candidate in candidates:
-            path = Path(candidate)
-            if path.is_dir():
-                self.candidates.extend(p for p in list_dicom_files(path) if is_dicom_file(p))
-            else:
-                self.candidates.append(path)
+        self.sources = list(candidates)  # searched on the first conversion only: most sends convert nothing
+        self._candidates: list[Path] | None = None
         self.results: dict[str, SegExportResult] = {}  # source SEG path -> what was written
+
+    @property
+    def candidates(self) -> list[Path]:
+        """The DICOM files among the sources (folders searched recursively)."""
+        if self._candidates is None:
+            self._candidates = []
+            for source in self.sources:
+                path = Path(source)
+                if path.is_dir():
+                    self._candidates.extend(p for p in list_dicom_files(path) if is_dicom_file(p))
+                else:
+                    self._candidates.append(path)
+        return self._candidates
 
     def find_reference(self, seg_path: Path, series_uid: str) -> ImageSeries:
         files = []
@@ -101,5 +115,20 @@ class LabelmapToBinaryConverter:
         header = pydicom.dcmread(seg_path, stop_before_pixels=True)
         reference = self.find_reference(seg_path, referenced_series_uid(header, seg_path))
         output = Path(workdir) / f"{seg_path.stem}.binary.dcm"
-        self.results[str(seg_path)] = labelmap_to_binary(seg_path, reference, output)
+        self.results[str(seg_path)] = labelmap_to_binary(seg_path, reference, output, header=header)
         return output
+
+
+def send_with_binary_fallback(paths: Iterable[str | Path], destination: str, references: Iterable[str | Path] = (),
+                              progress=None, **send_options) -> SendResult:
+    """Send ``paths`` (DicomFidelityCommonLib.pacs.send_files); a LABELMAP SEG the peer refuses goes as BINARY, its
+    reference series taken from the files sent or ``references``; what the conversion warned about is in the
+    result's warnings. What `segqa send`, `export-seg --send` and the panel's Send all call."""
+    from DicomFidelityCommonLib.pacs import send_files
+
+    paths = [Path(p) for p in paths]
+    converter = LabelmapToBinaryConverter([*paths, *references])
+    result = send_files(paths, destination, converter=converter, progress=progress, **send_options)
+    for source, written in converter.results.items():
+        result.warnings.extend(f"{source}: {warning}" for warning in written.warnings)
+    return result
