@@ -54,10 +54,11 @@ class DeflateBackend:
         self.name = "zlib" if isal is None else "isal"
         self.errors: tuple[type[Exception], ...] = (zlib.error,) if isal is None else (zlib.error, isal.error)
 
-    def compressobj(self, level: int):
+    def compressobj(self, level: int, wbits: int = -zlib.MAX_WBITS):
+        """Raw deflate by default; ``wbits`` as zlib's (GZIP_WBITS: a gzip member)."""
         if self.isal is not None and level in ISAL_LEVEL_FOR_ZLIB_LEVEL:
-            return self.isal.compressobj(ISAL_LEVEL_FOR_ZLIB_LEVEL[level], self.isal.DEFLATED, -zlib.MAX_WBITS)
-        return zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+            return self.isal.compressobj(ISAL_LEVEL_FOR_ZLIB_LEVEL[level], self.isal.DEFLATED, wbits)
+        return zlib.compressobj(level, zlib.DEFLATED, wbits)
 
     def decompressobj(self):
         return (zlib if self.isal is None else self.isal).decompressobj(-zlib.MAX_WBITS)
@@ -80,11 +81,7 @@ def gzip_file(source: str | Path, target: str | Path, level: int = 1, chunk: int
     For ``.nii.gz`` outputs: ITK's NIfTI writer gzips at zlib's default level whatever it is asked, which made the
     compression most of a cohort case's write time; ISA-L at level 1 is several times faster for a few % more size.
     """
-    backend = deflate_backend()
-    if backend.isal is not None and level in ISAL_LEVEL_FOR_ZLIB_LEVEL:
-        compressor = backend.isal.compressobj(ISAL_LEVEL_FOR_ZLIB_LEVEL[level], backend.isal.DEFLATED, GZIP_WBITS)
-    else:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+    compressor = deflate_backend().compressobj(level, GZIP_WBITS)
     with open(source, "rb") as reader, open(target, "wb") as writer:
         while piece := reader.read(chunk):
             writer.write(compressor.compress(piece))
