@@ -10,7 +10,6 @@ workers, or a shared machine, sets it lower.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -32,9 +31,6 @@ class MemoryLimit:
     bytes: int
     source: str  # where the number came from, for the error message
 
-    def to_json(self) -> dict:
-        return {"bytes": self.bytes, "source": self.source}
-
 
 def parse_size(text: str) -> int:
     """``"512M"`` -> 536870912; plain numbers are bytes. Raises ValueError on anything else."""
@@ -54,27 +50,53 @@ def _meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     return None
 
 
-def _cgroup_room(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """Bytes left under this process's cgroup memory limit, or None when there is no limit."""
-    for limit_file, usage_file in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+def _cgroup_dirs(root: Path, proc_cgroup: Path) -> list[tuple[Path, str, str]]:
+    """(folder, limit file, usage file) of every cgroup whose memory limit applies to this process: its own cgroup
+    and each parent (a job's limit is often set on a parent: Slurm, systemd-run), for v2 and v1. The mount root
+    itself is included: inside a container with its own cgroup namespace the process's path is "/"."""
+    paths = {"v2": "/", "v1": "/"}
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            number, controllers, path = line.split(":", 2)
+            if number == "0" and controllers == "":
+                paths["v2"] = path
+            elif "memory" in controllers.split(","):
+                paths["v1"] = path
+    except (OSError, ValueError):
+        pass
+    found = []
+    for version, base, limit_file, usage_file in (("v2", root, "memory.max", "memory.current"),
+                                                  ("v1", root / "memory", "memory.limit_in_bytes",
+                                                   "memory.usage_in_bytes")):
+        folder = base / paths[version].strip("/")
+        while True:
+            found.append((folder, limit_file, usage_file))
+            if folder == base:
+                break
+            folder = folder.parent
+    return found
+
+
+def _cgroup_room(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes left under the tightest cgroup memory limit on this process, or None when there is no limit."""
+    rooms = []
+    for folder, limit_file, usage_file in _cgroup_dirs(root, proc_cgroup):
         try:
-            text = (root / limit_file).read_text().strip()
+            text = (folder / limit_file).read_text().strip()
             if text == "max" or int(text) >= 1 << 60:  # v1 writes a huge number for "no limit"
                 continue
-            usage = int((root / usage_file).read_text().strip())
-            return max(0, int(text) - usage)
+            rooms.append(max(0, int(text) - int((folder / usage_file).read_text().strip())))
         except (OSError, ValueError):
             continue
-    return None
+    return min(rooms) if rooms else None
 
 
 def _address_space_room(status: Path = Path("/proc/self/status")) -> int | None:
     """Bytes left under this process's address-space limit (``ulimit -v``), or None when there is none."""
-    if importlib.util.find_spec("resource") is None:  # not on Windows
+    try:
+        import resource  # not on Windows
+    except ImportError:
         return None
-    import resource
-
     try:
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     except (OSError, ValueError):
@@ -120,11 +142,13 @@ def memory_limit() -> MemoryLimit:
 
 
 def _human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if count < 1024 or unit == "PiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         count /= 1024
-    return f"{count:.1f} PiB"
+        if count < 1024:
+            return f"{count:.1f} {unit}"
+    return f"{count / 1024:.1f} PiB"
 
 
 def require_memory(estimate_bytes: int, what: str, path: str | Path | None = None) -> None:

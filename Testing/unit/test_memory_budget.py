@@ -86,6 +86,29 @@ def test_meminfo_and_cgroup_files_are_read(tmp_path):
     assert memory._cgroup_room(v1) is None
 
 
+def test_the_cgroup_limit_of_this_process_and_its_parents_is_found(tmp_path):
+    """Without a cgroup namespace (a Slurm job, systemd-run -p MemoryMax) the limit is on the process's own cgroup
+    or a parent of it, not at the mount root; the tightest applies."""
+    root, proc = tmp_path / "cgroup", tmp_path / "proc_self_cgroup"
+    job = root / "system.slice" / "job.scope"
+    job.mkdir(parents=True)
+    (root / "system.slice" / "memory.max").write_text("10000\n")
+    (root / "system.slice" / "memory.current").write_text("1000\n")
+    (job / "memory.max").write_text("max\n")
+    (job / "memory.current").write_text("500\n")
+    proc.write_text("0::/system.slice/job.scope\n")
+    assert memory._cgroup_room(root, proc) == 9000  # the parent's limit
+    (job / "memory.max").write_text("3000\n")
+    assert memory._cgroup_room(root, proc) == 2500  # the tighter own limit
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "batch" / "job").mkdir(parents=True)
+    (v1 / "memory" / "batch" / "job" / "memory.limit_in_bytes").write_text("8000")
+    (v1 / "memory" / "batch" / "job" / "memory.usage_in_bytes").write_text("3000")
+    proc.write_text("12:cpu,cpuacct:/batch/job\n11:memory:/batch/job\n")
+    assert memory._cgroup_room(v1, proc) == 5000
+    assert memory._cgroup_room(v1, tmp_path / "absent") is None  # the mount root only: no limit there
+
+
 def test_address_space_limit_is_taken_into_account():
     """Under ``ulimit -v 3G`` the limit is below 3 GiB, whatever the machine has."""
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
