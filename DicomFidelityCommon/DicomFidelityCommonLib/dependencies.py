@@ -36,7 +36,7 @@ class Requirement:
     optional: bool = False  # the feature works without it (e.g. isal: zlib is the fallback)
 
 
-def _parse(spec: str, optional: bool) -> Requirement:
+def parse_requirement(spec: str, optional: bool = False) -> Requirement:
     name = re.split(r"[<>=!~;\[ ]", spec.strip(), maxsplit=1)[0]
     return Requirement(spec.strip(), name, IMPORT_NAMES.get(name.lower(), name.replace("-", "_")), optional)
 
@@ -50,13 +50,13 @@ def read_requirements(path: str | Path | None = None) -> list[Requirement]:
         for line in path.read_text().splitlines():
             spec, _, comment = line.partition("#")
             if spec.strip():
-                requirements.append(_parse(spec, "optional" in comment.lower()))
+                requirements.append(parse_requirement(spec, "optional" in comment.lower()))
         return requirements
     try:
         specs = importlib.metadata.requires(DISTRIBUTION) or []
     except importlib.metadata.PackageNotFoundError:
         return []
-    return [_parse(spec.split(";")[0], False) for spec in specs if "extra ==" not in spec]
+    return [parse_requirement(spec.split(";")[0]) for spec in specs if "extra ==" not in spec]
 
 
 def is_importable(module: str) -> bool:

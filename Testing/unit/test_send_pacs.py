@@ -424,3 +424,15 @@ def test_association_rejected_for_a_wrong_called_aet(outputs, tmp_path, capsys):
         assert run_segqa(["send", str(outputs["rtdose"]), "--to", f"ORTHANC@127.0.0.1:{server.dicom_port}",
                           "--quiet"], capsys)[0] == 0
         assert len(server.instances()) == 1
+
+
+def test_a_missing_network_package_is_named_with_how_to_install_it(monkeypatch):
+    from DicomFidelityCommonLib import dependencies
+    from DicomFidelityCommonLib.errors import MissingDependencyError
+    from DicomFidelityCommonLib.pacs import require_network_package
+
+    monkeypatch.setattr(dependencies, "is_importable", lambda module: module != "pynetdicom")
+    with pytest.raises(MissingDependencyError, match=r"missing package pynetdicom; install with pip install "
+                                                     r"'pynetdicom>=2\.1'"):
+        require_network_package(Protocol.DIMSE)
+    require_network_package(Protocol.STOW_RS)  # dicomweb-client is there

@@ -18,8 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from DicomFidelityCommonLib.dependencies import is_importable
-from DicomFidelityCommonLib.errors import MissingDependencyError
+from DicomFidelityCommonLib.dependencies import parse_requirement, require
 from DicomFidelityCommonLib.pacs.destination import DEFAULT_CALLING_AET, Destination, check_aet, parse_destination
 from DicomFidelityCommonLib.pacs.objects import LabelmapConverter, collect_files, read_object_header
 from DicomFidelityCommonLib.pacs.result import (
@@ -33,14 +32,13 @@ from DicomFidelityCommonLib.pacs.result import (
 )
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 
-PACKAGES = {Protocol.DIMSE: ("pynetdicom", "pynetdicom"), Protocol.STOW_RS: ("dicomweb_client", "dicomweb-client")}
+NETWORK_PACKAGES = {Protocol.DIMSE: "pynetdicom>=2.1", Protocol.STOW_RS: "dicomweb-client"}
 
 
 def require_network_package(protocol: Protocol) -> None:
-    module, distribution = PACKAGES[protocol]
-    if not is_importable(module):
-        raise MissingDependencyError(f"sending by {protocol.value} needs the package {distribution}; install it "
-                                     f"with pip install {distribution}")
+    """The package a protocol needs, or MissingDependencyError with the way to install it here (pip, or Slicer's
+    pip_install in the app)."""
+    require([parse_requirement(NETWORK_PACKAGES[protocol])])
 
 
 def send_files(sources: Iterable[str | Path], destination: str | Destination,
