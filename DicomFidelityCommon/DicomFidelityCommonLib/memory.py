@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from DicomFidelityCommonLib.dependencies import is_importable
 from DicomFidelityCommonLib.errors import DicomFidelityError
 
 LIMIT_VARIABLE = "DICOMFIDELITY_MEMORY_LIMIT"
@@ -93,10 +94,10 @@ def _cgroup_room(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("
 
 def _address_space_room(status: Path = Path("/proc/self/status")) -> int | None:
     """Bytes left under this process's address-space limit (``ulimit -v``), or None when there is none."""
-    try:
-        import resource  # not on Windows
-    except ImportError:
+    if not is_importable("resource"):  # not on Windows (the project's rule: no ImportError handlers)
         return None
+    import resource
+
     try:
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     except (OSError, ValueError):
