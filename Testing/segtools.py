@@ -33,18 +33,20 @@ def dcmqi_segments(seg_path: Path, out_dir: Path) -> dict[int, tuple[VolumeGeome
     out_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run([str(exe), "--inputDICOM", str(seg_path), "--outputDirectory", str(out_dir), "--outputType", "nrrd"],
                    check=True, capture_output=True, timeout=600)
+    return {number: (geometry, mask, attributes["SegmentLabel"])
+            for number, (geometry, mask, attributes) in enumerate(dcmqi_output_segments(out_dir), start=1)}
+
+
+def dcmqi_output_segments(out_dir: Path):
+    """(geometry, mask, meta.json attributes) of every segment segimage2itkimage wrote into ``out_dir``, in order."""
     meta = json.loads((out_dir / "meta.json").read_text())
-    result, number = {}, 0
     for file_index, group in enumerate(meta["segmentAttributes"], start=1):
         image = sitk.ReadImage(str(out_dir / f"{file_index}.nrrd"))
         array = sitk.GetArrayFromImage(image)
         geometry = VolumeGeometry.from_sitk(image)
         for attributes in group:
-            if attributes["labelID"] == 0:  # a LABELMAP may describe its background as segment 0
-                continue
-            number += 1
-            result[number] = (geometry, array == attributes["labelID"], attributes["SegmentLabel"])
-    return result
+            if attributes["labelID"] != 0:  # a LABELMAP may describe its background as segment 0
+                yield geometry, array == attributes["labelID"], attributes
 
 
 # Differ between any two exports by design (new UIDs, creation time).
