@@ -18,10 +18,10 @@ import re
 import sqlite3
 from pathlib import Path
 
+from DicomFidelityCommonLib.dicom.series import NON_IMAGE_MODALITIES
 from DicomFidelityCommonLib.errors import InvalidInputFileError
 
 LABEL_FILE, CT_SERIES_UID, CT_FOLDER, LABELS = "label_file", "ct_series_uid", "ct_folder", "labels"
-NON_IMAGE_MODALITIES = frozenset({"RTDOSE", "RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "SR", "KO", "PR", "REG"})
 MANIFEST_FIELDS = ("manifest_row", "patient_id", CT_SERIES_UID, LABEL_FILE, LABELS)  # export-seg manifest columns
 
 

@@ -282,11 +282,8 @@ def test_cli_export_rtstruct_holes_keyhole(case, tmp_path):
 
     folder, series, labels, _ = case
     label_path = tmp_path / "labels.nrrd"
-    image = sitk.GetImageFromArray(labels)
     geometry = series.geometry
-    image.SetSpacing(tuple(float(s) for s in geometry.spacing))
-    image.SetOrigin(tuple(float(v) for v in geometry.index_to_lps([[0, 0, 0]])[0]))
-    sitk.WriteImage(image, str(label_path))
+    sitk.WriteImage(geometry.to_sitk(labels), str(label_path))
     common = ["--segmentation", str(label_path), "--reference", str(folder / "ct"), "--quiet"]
     assert cli.main(["rtstruct-check", *common, "--holes", "keyhole", "--report", str(tmp_path / "report"),
                      "--json", str(tmp_path / "check.json")]) == 0

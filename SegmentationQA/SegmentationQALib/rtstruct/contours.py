@@ -212,8 +212,8 @@ def keyhole_contours(contours: Sequence[np.ndarray], width: float = KEYHOLE_WIDT
 
     Islands inside holes stay polygons of their own (keyholed in turn). Each channel, the shortest found on the
     quarter-pixel lines across the hole, joins one hole to the outer contour or to another hole (which then count
-    as one), so a polygon with n holes gets n channels. Should a channel not cut cleanly (not seen in tests), that
-    hole stays a separate inner contour and is counted in ``unbridged``.
+    as one), so a polygon with n holes gets n channels. Should a channel not cut cleanly (not seen in tests), the
+    holes of that polygon not yet joined stay separate inner contours and are counted in ``unbridged``.
     """
     from shapely.geometry import Point, Polygon
     from shapely.geometry.polygon import orient
