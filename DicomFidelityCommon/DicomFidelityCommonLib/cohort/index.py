@@ -16,7 +16,6 @@ finished by the next one.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import math
 import multiprocessing
@@ -255,44 +254,47 @@ def _references(ds) -> list[tuple[str, str, int | None, int | None]]:
     """(kind, target uid, fraction group, beam) of every reference the pairing follows: from the raw items, or
     where those hold anything unusual, as pydicom converts them."""
     try:
-        return _follow(ds, _items)
+        return _follow(ds, raw=True)
     except headers.NotRaw:
-        return _follow(ds, functools.partial(_items, raw=False))
+        return _follow(ds, raw=False)
 
 
-def _follow(ds, _items) -> list[tuple[str, str, int | None, int | None]]:
+def _follow(ds, raw: bool) -> list[tuple[str, str, int | None, int | None]]:
     refs: list[tuple[str, str, int | None, int | None]] = []
+
+    def items(parent, keyword: str) -> list:
+        return _items(parent, keyword, raw)
 
     def add(kind: RefKind, uid, group=None, beam=None):
         uid = _text(uid)
         if uid:
             refs.append((kind.value, uid.strip(), group, beam))
 
-    for item in _items(ds, "ReferencedSeriesSequence"):  # SEG (and others that state their source series)
+    for item in items(ds, "ReferencedSeriesSequence"):  # SEG (and others that state their source series)
         add(RefKind.SERIES, _uid(item, "SeriesInstanceUID"))
-        for instance in _items(item, "ReferencedInstanceSequence"):
+        for instance in items(item, "ReferencedInstanceSequence"):
             add(RefKind.INSTANCE, _uid(instance, "ReferencedSOPInstanceUID"))
-    for frame in _items(ds, "ReferencedFrameOfReferenceSequence"):  # RTSTRUCT
+    for frame in items(ds, "ReferencedFrameOfReferenceSequence"):  # RTSTRUCT
         add(RefKind.FRAME_OF_REFERENCE, _uid(frame, "FrameOfReferenceUID"))
-        for study in _items(frame, "RTReferencedStudySequence"):
+        for study in items(frame, "RTReferencedStudySequence"):
             add(RefKind.STUDY, _uid(study, "ReferencedSOPInstanceUID"))
-            for series in _items(study, "RTReferencedSeriesSequence"):
+            for series in items(study, "RTReferencedSeriesSequence"):
                 add(RefKind.SERIES, _uid(series, "SeriesInstanceUID"))
-                for image in _items(series, "ContourImageSequence"):
+                for image in items(series, "ContourImageSequence"):
                     add(RefKind.INSTANCE, _uid(image, "ReferencedSOPInstanceUID"))
-    for plan in _items(ds, "ReferencedRTPlanSequence"):  # RTDOSE
-        groups = _items(plan, "ReferencedFractionGroupSequence") or [None]
+    for plan in items(ds, "ReferencedRTPlanSequence"):  # RTDOSE
+        groups = items(plan, "ReferencedFractionGroupSequence") or [None]
         for group in groups:
             number = _int(group.get("ReferencedFractionGroupNumber")) if group is not None else None
-            beams = _items(group, "ReferencedBeamSequence") if group is not None else []
+            beams = items(group, "ReferencedBeamSequence") if group is not None else []
             if not beams:
                 add(RefKind.RT_PLAN, _uid(plan, "ReferencedSOPInstanceUID"), number)
             for beam in beams:
                 add(RefKind.RT_PLAN, _uid(plan, "ReferencedSOPInstanceUID"), number,
                     _int(beam.get("ReferencedBeamNumber")))
-    for item in _items(ds, "ReferencedStructureSetSequence"):  # RTPLAN, some RTDOSE
+    for item in items(ds, "ReferencedStructureSetSequence"):  # RTPLAN, some RTDOSE
         add(RefKind.STRUCTURE_SET, _uid(item, "ReferencedSOPInstanceUID"))
-    for item in _items(ds, "ReferencedDoseSequence"):  # RTPLAN
+    for item in items(ds, "ReferencedDoseSequence"):  # RTPLAN
         add(RefKind.DOSE, _uid(item, "ReferencedSOPInstanceUID"))
     return refs
 
