@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from DicomFidelityCommonLib.dicom.deflate import gzip_file
 from DicomFidelityCommonLib.dicom.sanitize import PATIENT_STUDY_KEYWORDS, copy_valid
 from DicomFidelityCommonLib.errors import GeometryError, InvalidInputFileError
 from DicomFidelityCommonLib.geometry import VolumeGeometry
 from DicomFidelityCommonLib.safe_write import atomic_output_file
 from DicomFidelityCommonLib.values import ds_texts
+from DicomFidelityCommonLib.volume_files import write_image
 from DoseAlignmentLib.align import AlignmentResult
 from DoseAlignmentLib.rtdose import RT_DOSE_STORAGE, DoseUnits
 
@@ -43,17 +42,7 @@ def write_volume(path: str | Path, array: np.ndarray, geometry: VolumeGeometry, 
     image = geometry.to_sitk(np.ascontiguousarray(array))
     for key, value in (metadata or {}).items():
         image.SetMetaData(str(key), value if isinstance(value, str) else json.dumps(value))
-    with atomic_output_file(path) as tmp:
-        if path.name.lower().endswith(".nii.gz"):  # ITK gzips at zlib's default level: write plain, gzip fast
-            plain = tmp.with_name(tmp.name[:-len(".gz")])
-            try:
-                sitk.WriteImage(image, str(plain))
-                gzip_file(plain, tmp)
-            finally:
-                plain.unlink(missing_ok=True)
-        else:
-            sitk.WriteImage(image, str(tmp), useCompression=compress)
-    return Path(path)
+    return write_image(path, image, compress)
 
 
 def write_npz(path: str | Path, result: AlignmentResult, compress: bool = False) -> Path:

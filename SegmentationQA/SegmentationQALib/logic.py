@@ -41,8 +41,8 @@ from DicomFidelityCommonLib.mrml import (
 )
 from DicomFidelityCommonLib.progress import ProgressCallback, no_progress
 from DicomFidelityCommonLib.runtime import with_paused_gc
-from DicomFidelityCommonLib.safe_write import OutputTransaction, atomic_output_file, safe_file_name
-from DicomFidelityCommonLib.volume_files import check_image_header
+from DicomFidelityCommonLib.safe_write import OutputTransaction, safe_file_name
+from DicomFidelityCommonLib.volume_files import check_image_header, write_image
 from SegmentationQALib.label_volume import (
     LABEL_VOLUME_SUFFIXES,
     SEGMENTATION_SUFFIXES,
@@ -197,18 +197,13 @@ class SegmentationQAMRMLLogic:
             reference = self.geometryFromVolumeNode(referenceVolumeNode) if referenceVolumeNode is not None else None
             return write_seg_nrrd(self.layeredSegmentationFromNode(segmentationNode, reference, copy=False), path)
         if suffix in LABEL_VOLUME_SUFFIXES:
-            import SimpleITK as sitk
-
             reference = self.geometryFromVolumeNode(referenceVolumeNode) if referenceVolumeNode is not None else None
             layered = self.layeredSegmentationFromNode(segmentationNode, reference)
             if layered.has_overlap():
                 raise OverlapError("segments overlap and a label volume holds one label per voxel; write .seg.nrrd",
                                    path)
             labels, _ = layered.as_single_labelmap()
-            image = layered.geometry.to_sitk(labels)
-            with atomic_output_file(path) as tmp:
-                sitk.WriteImage(image, str(tmp), True)
-            return str(path)
+            return str(write_image(path, layered.geometry.to_sitk(labels), compress=True))
         raise InvalidInputFileError("unknown output type (use .seg.nrrd, .nrrd or .nii.gz)", path)
 
     # ---------------------------------------------------------------- segmentation node <-> core model
